@@ -1,0 +1,206 @@
+#!/bin/bash
+# The development PBX: a real Asterisk (Debian unstable's package) in a debootstrapped root,
+# configured from asterisk-config/ plus its dev/ overlay, listening on loopback only.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: deploy/pbx.sh COMMAND
+
+Commands:
+  build     build the Debian unstable root with Asterisk, once (about 1 minute; needs root and
+            network access to Debian's archive); kept until removed
+  start     install asterisk-config/ (+ dev overlay) into the instance and start Asterisk;
+            returns when Asterisk is fully booted
+  stop      stop the instance (its astdb, and so its persistent queue members, is kept)
+  restart   stop, then start
+  reset     stop and delete the instance's state (astdb, logs)
+  status    say whether the instance runs, and where its AMI listens
+  cli CMD   run an Asterisk CLI command in the instance, e.g. deploy/pbx.sh cli 'queue show'
+
+Environment (defaults in brackets):
+  HOTLINE_PBX_ROOT   the Debian root             [/var/cache/hotline/pbx-root]
+  HOTLINE_PBX_NAME   instance name, so several can run side by side        [dev]
+  HOTLINE_PBX_STATE  host directory for the instance's AMI secrets [var/pbx-NAME in the repo]
+  HOTLINE_AMI_PORT   AMI port on 127.0.0.1       [5038]
+  HOTLINE_SIP_PORT   SIP (UDP) port on 127.0.0.1 [5060]
+
+The AMI secrets are written to $HOTLINE_PBX_STATE/ami-secret (the daemon's account, "hotline")
+and $HOTLINE_PBX_STATE/ami-test-secret (the test harness's account, "hotline-test").
+EOF
+}
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=${HOTLINE_PBX_ROOT:-/var/cache/hotline/pbx-root}
+NAME=${HOTLINE_PBX_NAME:-dev}
+STATE=${HOTLINE_PBX_STATE:-$REPO/var/pbx-$NAME}
+AMI_PORT=${HOTLINE_AMI_PORT:-5038}
+SIP_PORT=${HOTLINE_SIP_PORT:-5060}
+# Paths inside the root.
+INST=/srv/hotline/$NAME
+CONF=$INST/etc/asterisk.conf
+PACKAGES=asterisk,asterisk-moh-opsound-gsm
+
+say() { echo "pbx[$NAME]: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+need_root() {
+    [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, chroot and mounting /proc need it)"
+}
+
+ast() { chroot "$ROOT" /usr/sbin/asterisk -C "$CONF" "$@"; }
+
+pid_of_instance() {
+    local pidfile=$ROOT$INST/run/asterisk.pid
+    [ -s "$pidfile" ] || return 1
+    local pid
+    pid=$(cat "$pidfile")
+    kill -0 "$pid" 2>/dev/null || return 1
+    echo "$pid"
+}
+
+build() {
+    need_root
+    if [ -x "$ROOT/usr/sbin/asterisk" ]; then
+        return 0
+    fi
+    command -v debootstrap >/dev/null || die "debootstrap is not installed (apt-get install debootstrap)"
+    say "building $ROOT: debootstrap --variant=minbase --include=$PACKAGES unstable (takes a minute)"
+    local tmp=$ROOT.partial
+    rm -rf "$tmp"
+    mkdir -p "$(dirname "$ROOT")"
+    # No mirror argument: debootstrap's default archive, as configured on this host.
+    if ! debootstrap --variant=minbase --include="$PACKAGES" unstable "$tmp" >"$tmp.log" 2>&1; then
+        tail -20 "$tmp.log" >&2
+        die "debootstrap failed; full log in $tmp.log"
+    fi
+    # The greeting the dialplan plays; a real centre records its own.
+    # (Inside the root: the package's sound paths are absolute symlinks.)
+    chroot "$tmp" sh -c 'mkdir -p /usr/share/asterisk/sounds/custom/ &&
+        cp /usr/share/asterisk/sounds/en/silence/1.gsm /usr/share/asterisk/sounds/custom/hotline-greeting.gsm'
+    mv "$tmp" "$ROOT"
+    rm -f "$tmp.log"
+    say "built $(chroot "$ROOT" /usr/sbin/asterisk -V)"
+}
+
+new_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
+
+install_config() {
+    local etc=$ROOT$INST/etc
+    rm -rf "$etc"
+    mkdir -p "$etc" "$ROOT$INST"/{run,lib,log,spool,cache} "$STATE"
+    cp "$REPO"/asterisk-config/*.conf "$etc/"
+    # The overlay is appended to the file of the same name (or added if there is none).
+    local f
+    for f in "$REPO"/asterisk-config/dev/*.conf; do
+        cat "$f" >>"$etc/$(basename "$f")"
+    done
+    local moddir
+    moddir=$(cd "$ROOT" && echo usr/lib/*/asterisk/modules)
+    cat >"$etc/asterisk.conf" <<EOF
+[directories]
+astcachedir => $INST/cache
+astetcdir => $INST/etc
+astmoddir => /$moddir
+astvarlibdir => $INST/lib
+astdbdir => $INST/lib
+astkeydir => $INST/lib
+astdatadir => /usr/share/asterisk
+astagidir => /usr/share/asterisk/agi-bin
+astspooldir => $INST/spool
+astrundir => $INST/run
+astlogdir => $INST/log
+astsbindir => /usr/sbin
+
+[options]
+runuser = asterisk
+rungroup = asterisk
+EOF
+    sed -i "s/^port = 5038$/port = $AMI_PORT/" "$etc/manager.conf"
+    sed -i "s/^bind = 127.0.0.1:5060$/bind = 127.0.0.1:$SIP_PORT/" "$etc/pjsip.conf"
+    grep -q "^port = $AMI_PORT$" "$etc/manager.conf" || die "could not set the AMI port"
+    # Secrets live outside the repository; made once per instance and reused across restarts.
+    [ -s "$STATE/ami-secret" ] || (umask 077 && new_secret >"$STATE/ami-secret")
+    [ -s "$STATE/ami-test-secret" ] || (umask 077 && new_secret >"$STATE/ami-test-secret")
+    (umask 077 && echo "secret = $(cat "$STATE/ami-secret")" >"$etc/manager_hotline_secret.conf")
+    (umask 077 && echo "secret = $(cat "$STATE/ami-test-secret")" >"$etc/manager_test_secret.conf")
+    chroot "$ROOT" chown -R asterisk:asterisk "$INST"
+}
+
+start() {
+    need_root
+    build
+    if pid=$(pid_of_instance); then
+        say "already running (pid $pid); AMI on 127.0.0.1:$AMI_PORT"
+        return 0
+    fi
+    mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
+    install_config
+    say "starting Asterisk (AMI 127.0.0.1:$AMI_PORT, SIP 127.0.0.1:$SIP_PORT)"
+    ast -U asterisk -G asterisk
+    # The control socket appears a moment after the fork; then wait for FullyBooted, because the
+    # AMI port accepts logins before app_queue is loaded.
+    local deadline=$((SECONDS + 60))
+    until ast -rx 'core waitfullybooted' >/dev/null 2>&1; do
+        if ((SECONDS > deadline)); then
+            tail -20 "$ROOT$INST/log/messages.log" >&2 2>/dev/null || true
+            die "Asterisk did not finish booting within 60 s"
+        fi
+        sleep 0.1
+    done
+    say "fully booted: $(ast -rx 'core show version' | head -1)"
+}
+
+stop() {
+    need_root
+    local pid
+    if ! pid=$(pid_of_instance); then
+        say "not running"
+        return 0
+    fi
+    ast -rx 'core stop now' >/dev/null 2>&1 || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS > deadline)); then
+            say "did not stop within 15 s; killing pid $pid"
+            kill -9 "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+    done
+    say "stopped"
+}
+
+reset() {
+    stop
+    rm -rf "${ROOT:?}$INST"
+    say "state removed"
+}
+
+status() {
+    local pid
+    if pid=$(pid_of_instance); then
+        echo "running (pid $pid); AMI 127.0.0.1:$AMI_PORT, user hotline, secret in $STATE/ami-secret"
+    else
+        echo "not running"
+        return 3
+    fi
+}
+
+case "${1:-}" in
+build) build ;;
+start) start ;;
+stop) stop ;;
+restart) stop && start ;;
+reset) reset ;;
+status) status ;;
+cli)
+    shift
+    ast -rx "$*"
+    ;;
+-h | --help | help) usage ;;
+*)
+    usage >&2
+    exit 2
+    ;;
+esac
