@@ -1,0 +1,253 @@
+"""The command line: check a configuration, show who should be in which queue at an instant, or
+run the daemon. Commands return exit codes; only `hotline/__main__.py` exits the process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import NoReturn
+
+from hotline.config import Config, ConfigError, load_config
+from hotline.roster import DesiredMember, Roster, desired_at, next_change, resolve_local
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+# sysexits' EX_CONFIG; the systemd unit lists it in RestartPreventExitStatus, so a bad
+# configuration stops the service instead of restarting it in a loop.
+EXIT_CONFIG = 78
+
+DEFAULT_CONFIG = Path("/etc/hotline/hotline.yaml")
+
+_EXIT_CODES = f"""exit status:
+  {EXIT_OK}   success
+  {EXIT_USAGE}   bad command line
+  {EXIT_CONFIG}  bad configuration (one line per problem on stderr)"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with `argv` (default: the process's arguments); return the exit
+    status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except _ParserExit as stop:
+        return stop.status
+    command: Callable[[argparse.Namespace], int] = args.run
+    return command(args)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    roster = config.roster
+    print(
+        f"{args.config}: OK ({len(roster.responders)} responders, {len(roster.shifts)} shifts, "
+        f"{len(roster.queues)} queues)"
+    )
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    roster = config.roster
+    at = _instant(args.at, roster)
+    desired = desired_at(roster, at)
+    members = {
+        queue: sorted(desired[queue].values(), key=lambda member: member.responder)
+        for queue in roster.queues
+    }
+    local_at = at.astimezone(roster.tz)
+    if args.json:
+        print(json.dumps({"at": local_at.isoformat(), "queues": _json_queues(members)}))
+    else:
+        print(_human_plan(roster, local_at, members))
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    # Imported here: the daemon brings in the AMI, HTTP and database stacks, which the other
+    # commands do not need and which should not be able to break them.
+    from hotline import daemon  # noqa: PLC0415
+
+    return daemon.main(config)
+
+
+def _load(path: Path) -> Config | None:
+    """The configuration at `path`, or None once its problems are on stderr."""
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        return None
+
+
+def _instant(at: datetime | None, roster: Roster) -> datetime:
+    """The instant `--at` names: now by default, a naive time read in the roster's zone."""
+    if at is None:
+        return datetime.now(roster.tz).replace(microsecond=0)
+    if at.utcoffset() is None:
+        return resolve_local(at.date(), at.time(), roster.tz)
+    return at
+
+
+def _json_queues(members: dict[str, list[DesiredMember]]) -> dict[str, list[dict[str, object]]]:
+    return {
+        queue: [
+            {"responder": m.responder, "interface": m.interface, "penalty": m.penalty}
+            for m in queue_members
+        ]
+        for queue, queue_members in members.items()
+    }
+
+
+def _human_plan(roster: Roster, at: datetime, members: dict[str, list[DesiredMember]]) -> str:
+    lines = [f"Plan at {at.isoformat()} ({roster.tz})"]
+    for queue, queue_members in members.items():
+        minimum = roster.queues[queue].min_responders
+        lines += ["", f"{queue}: {len(queue_members)} on duty (minimum {minimum})"]
+        rows = [("RESPONDER", "NAME", "INTERFACE", "PENALTY")] + [
+            (m.responder, roster.responders[m.responder].name, m.interface, str(m.penalty))
+            for m in queue_members
+        ]
+        if queue_members:
+            widths = [max(len(row[column]) for row in rows) for column in range(3)]
+            lines += [
+                "  "
+                + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+                + f"  {row[3]}"
+                for row in rows
+            ]
+        else:
+            lines.append("  (nobody)")
+        if len(queue_members) < minimum:
+            lines.append(
+                f"  warning: {queue} has {len(queue_members)} on duty, "
+                f"below its minimum of {minimum}"
+            )
+    change = next_change(roster, at)
+    lines.append("")
+    if change is None:
+        lines.append("Next change: none (no shifts or exceptions ahead)")
+    else:
+        local_change = change.astimezone(roster.tz)
+        lines.append(f"Next change: {local_change.isoformat()} ({_after(change - at)})")
+    return "\n".join(lines)
+
+
+def _after(delay: timedelta) -> str:
+    minutes = int(delay.total_seconds() // 60)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"in {days} d {hours} h {minutes:02d} min" if days else f"in {hours} h {minutes:02d} min"
+
+
+def _at_argument(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 date and time, e.g. 2026-12-25T03:00 (in the roster's "
+            "zone) or 2026-12-25T03:00-05:00"
+        ) from None
+
+
+class _ParserExit(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits the process itself on --help and usage errors; here those become a
+    return value, so `main` stays callable from tests and only `__main__` exits."""
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            self._print_message(message, sys.stderr)
+        raise _ParserExit(status)
+
+
+def _parser() -> _Parser:
+    parser = _Parser(
+        prog="hotline",
+        description=(
+            "Control plane for a crisis hotline on Asterisk: keeps the queues staffed from a "
+            "shift roster."
+        ),
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_option = _Parser(add_help=False)
+    config_option.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"the YAML configuration file (default: {DEFAULT_CONFIG})",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], summary: str, description: str
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name,
+            parents=[config_option],
+            help=summary,
+            description=description,
+            epilog=_EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.set_defaults(run=run)
+        return sub
+
+    command(
+        "check-config",
+        _check_config,
+        "validate the configuration file",
+        "Validate the configuration file and report every problem at once, each with its\n"
+        "dotted path and line. The AMI secret is not read: it may be a credential that only\n"
+        "the service can see.",
+    )
+    plan = command(
+        "plan",
+        _plan,
+        "show who should be in which queue at an instant",
+        "Show the responders each queue should have at an instant, according to the shifts\n"
+        "and exceptions of the roster, warn about queues below their minimum, and show when\n"
+        "the plan next changes. Asterisk is not contacted.",
+    )
+    plan.add_argument(
+        "--at",
+        type=_at_argument,
+        metavar="DATETIME",
+        help=(
+            "the instant to plan for, ISO 8601 (default: now); without an offset it is a "
+            "wall-clock time in the roster's zone, e.g. 2026-12-25T03:00"
+        ),
+    )
+    plan.add_argument(
+        "--json",
+        action="store_true",
+        help='print JSON: {"at": ..., "queues": {queue: [{"responder", "interface", "penalty"}]}}',
+    )
+    command(
+        "run",
+        _run,
+        "run the daemon",
+        "Run the control plane: keep the Asterisk queues in line with the roster, record\n"
+        "calls and serve metrics, until stopped (SIGTERM) or reloaded (SIGHUP).",
+    )
+    return parser

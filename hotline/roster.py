@@ -1,0 +1,284 @@
+"""The shift roster, pure: who should be in which queue at an instant, and when that next changes.
+
+No I/O and no clock: callers pass timezone-aware instants and get values back.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+
+
+@dataclass(frozen=True, slots=True)
+class Responder:
+    id: str
+    name: str
+    interface: str
+    # Device whose state app_queue watches; for a phone it is the interface itself.
+    state_interface: str
+    queues: Mapping[str, int]  # queue -> penalty
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    name: str
+    days: frozenset[int]  # weekdays the shift starts on, Monday = 0
+    start: time
+    end: time  # end <= start: the shift ends on the next day
+    responders: tuple[str, ...]
+
+
+class ExceptionKind(enum.Enum):
+    OFF = "off"
+    ON = "on"
+
+
+@dataclass(frozen=True, slots=True)
+class RosterException:
+    responder: str
+    start: datetime  # aware, inclusive
+    end: datetime  # aware, exclusive
+    kind: ExceptionKind
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    name: str
+    min_responders: int
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    tz: tzinfo
+    queues: Mapping[str, QueuePolicy]
+    responders: Mapping[str, Responder]
+    shifts: tuple[Shift, ...]
+    exceptions: tuple[RosterException, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DesiredMember:
+    responder: str
+    interface: str
+    state_interface: str
+    penalty: int
+
+
+# queue -> responder id -> member; every queue of the roster is present, possibly empty.
+Desired = Mapping[str, Mapping[str, DesiredMember]]
+
+
+_UTC = UTC
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+_SECOND = timedelta(seconds=1)
+_DAY = timedelta(days=1)
+# The local dates, relative to that of the instant asked about, whose shift occurrences can cover
+# it. A shift lasts at most 24 h of wall clock, so the day before suffices in most zones; the day
+# after catches zones whose clocks fall back across midnight (the wall date then runs backwards).
+_COVERING_DAYS = (-1, 0, 1)
+# Shifts repeat weekly, so every shift with a start day has a boundary within this many days.
+_LOOKAHEAD_DAYS = 8
+
+
+def resolve_local(day: date, at: time, tz: tzinfo) -> datetime:
+    """The instant of a local wall-clock time.
+
+    A time skipped by a DST change moves forward to the first valid instant (the transition
+    itself); an ambiguous one takes its first occurrence.
+
+    The result carries the fixed UTC offset in force at that instant rather than `tz` itself:
+    aware datetimes sharing a zone compare by wall clock, and an ambiguous one never equals an
+    instant in another zone (PEP 495), both of which would be wrong for instants.
+    """
+    return _fixed_offset(_resolve_utc(day, at, tz), tz)
+
+
+def on_duty(roster: Roster, at: datetime) -> frozenset[str]:
+    """Responder ids on duty at `at`: in a shift occurrence or an `on` exception, and in no
+    `off` exception (`off` wins)."""
+    return frozenset(_on_duty(roster, _index(roster), _utc(at)))
+
+
+def desired_at(roster: Roster, at: datetime) -> dict[str, dict[str, DesiredMember]]:
+    """Desired members per queue at `at`."""
+    index = _index(roster)
+    duty = _on_duty(roster, index, _utc(at))
+    desired: dict[str, dict[str, DesiredMember]] = {queue: {} for queue in roster.queues}
+    # Walking the responders in roster order (rather than the set) keeps the result's order
+    # stable from one call to the next, which keeps logs and plans diffable.
+    for rid, members in index.members.items():
+        if rid in duty:
+            for queue, member in members:
+                desired[queue][rid] = member
+    return desired
+
+
+def next_change(roster: Roster, after: datetime) -> datetime | None:
+    """The first instant strictly after `after` at which `on_duty` may change, or None."""
+    after_utc = _utc(after)
+    tz = roster.tz
+    best: datetime | None = None
+    index = _index(roster)
+    for exception in index.exceptions:
+        for edge in (exception.start, exception.end):
+            if edge > after_utc and (best is None or edge < best):
+                best = edge
+    resolve = _Resolver(tz)
+    first_day = after_utc.astimezone(tz).date() - _DAY
+    for offset in range(_LOOKAHEAD_DAYS + 2):
+        day = first_day + timedelta(days=offset)
+        next_day = day + _DAY
+        # Every occurrence starting on this day or later begins at or after its midnight
+        # (resolution is monotonic in wall time), so once the best candidate is no later,
+        # the remaining days cannot improve on it.
+        if best is not None and best <= resolve(day, time(0)):
+            break
+        for shift in index.starting_on[day.weekday()]:
+            start = resolve(day, shift.start)
+            end = resolve(day if shift.end > shift.start else next_day, shift.end)
+            for edge in (start, end):
+                if edge > after_utc and (best is None or edge < best):
+                    best = edge
+    return None if best is None else _fixed_offset(best, tz)
+
+
+def _on_duty(roster: Roster, index: _Index, at: datetime) -> set[str]:
+    """`on_duty` on a UTC instant, as a mutable set for the callers here."""
+    tz = roster.tz
+    resolve = _Resolver(tz)
+    today = at.astimezone(tz).date()
+    duty: set[str] = set()
+    for offset in _COVERING_DAYS:
+        day = today + timedelta(days=offset)
+        next_day = day + _DAY
+        for shift in index.starting_on[day.weekday()]:
+            if resolve(day, shift.start) > at:
+                continue
+            if at < resolve(day if shift.end > shift.start else next_day, shift.end):
+                duty.update(shift.responders)
+    off: set[str] = set()
+    for exception in index.exceptions:
+        if exception.start <= at < exception.end:
+            if exception.kind is ExceptionKind.OFF:
+                off.add(exception.responder)
+            else:
+                duty.add(exception.responder)
+    duty -= off
+    return duty
+
+
+@dataclass(frozen=True, slots=True)
+class _Index:
+    """What every lookup on one roster needs, computed once per roster."""
+
+    starting_on: tuple[tuple[Shift, ...], ...]  # by weekday; shifts with nobody left out
+    exceptions: tuple[RosterException, ...]  # with UTC bounds, so comparisons stay cheap
+    # responder id -> its (queue, member) pairs, in roster order, for the roster's queues only
+    members: dict[str, tuple[tuple[str, DesiredMember], ...]]
+
+
+# The daemon asks about the same roster every reconcile round, and building the members anew on
+# each call dominated `desired_at` (tens of thousands of frozen dataclasses for a large roster).
+# Roster is frozen and not weak-referenceable, so the cache is keyed by identity and holds the
+# roster itself: an id cannot be reused while its entry lives. Old entries go first (a reload
+# makes a new roster), so the cache stays small.
+_INDEX_CACHE_SIZE = 4
+_indexes: dict[int, tuple[Roster, _Index]] = {}
+
+
+def _index(roster: Roster) -> _Index:
+    cached = _indexes.get(id(roster))
+    if cached is not None and cached[0] is roster:
+        return cached[1]
+    index = _build_index(roster)
+    while len(_indexes) >= _INDEX_CACHE_SIZE:
+        del _indexes[next(iter(_indexes))]
+    _indexes[id(roster)] = (roster, index)
+    return index
+
+
+def _build_index(roster: Roster) -> _Index:
+    starting_on = tuple(
+        tuple(shift for shift in roster.shifts if weekday in shift.days and shift.responders)
+        for weekday in range(7)
+    )
+    exceptions = tuple(
+        RosterException(e.responder, _utc(e.start), _utc(e.end), e.kind) for e in roster.exceptions
+    )
+    members = {
+        rid: tuple(
+            (queue, DesiredMember(rid, r.interface, r.state_interface, penalty))
+            for queue, penalty in r.queues.items()
+            if queue in roster.queues
+        )
+        for rid, r in roster.responders.items()
+    }
+    return _Index(starting_on, exceptions, members)
+
+
+class _Resolver:
+    """`_resolve_utc` for one zone, memoised for one call: many shifts share start and end
+    times, and resolving is the costliest step of a lookup."""
+
+    __slots__ = ("_memo", "_tz")
+
+    def __init__(self, tz: tzinfo) -> None:
+        self._tz = tz
+        self._memo: dict[tuple[date, time], datetime] = {}
+
+    def __call__(self, day: date, at: time) -> datetime:
+        key = (day, at)
+        instant = self._memo.get(key)
+        if instant is None:
+            instant = self._memo[key] = _resolve_utc(day, at, self._tz)
+        return instant
+
+
+def _resolve_utc(day: date, at: time, tz: tzinfo) -> datetime:
+    """`resolve_local` as a UTC datetime, the form every comparison here uses."""
+    if at.tzinfo is not None:
+        raise ValueError(f"wall-clock time {at} must not carry a zone")
+    wall = datetime.combine(day, at)  # naive on purpose: a wall-clock reading, resolved below
+    offset_first = wall.replace(tzinfo=tz).utcoffset()
+    offset_second = wall.replace(tzinfo=tz, fold=1).utcoffset()
+    if offset_first is None or offset_second is None:
+        raise ValueError(f"time zone {tz!r} gives no UTC offset for {wall}")
+    first = (wall - offset_first).replace(tzinfo=_UTC)
+    if offset_first == offset_second:
+        return first
+    second = (wall - offset_second).replace(tzinfo=_UTC)
+    existing = [instant for instant in (first, second) if _wall(instant, tz) == wall]
+    if existing:
+        return min(existing)
+    # Skipped by a change: the two readings straddle the transition, whose instant is the first
+    # whose wall clock reads `wall` or later. tzdata transitions fall on whole seconds.
+    low = (min(first, second) - _EPOCH) // _SECOND
+    high = -((_EPOCH - max(first, second)) // _SECOND)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall(_EPOCH + middle * _SECOND, tz) >= wall:
+            high = middle
+        else:
+            low = middle
+    return _EPOCH + high * _SECOND
+
+
+def _wall(instant: datetime, tz: tzinfo) -> datetime:
+    """The naive wall-clock reading of `instant` in `tz`."""
+    return instant.astimezone(tz).replace(tzinfo=None)
+
+
+def _fixed_offset(instant: datetime, tz: tzinfo) -> datetime:
+    """`instant` in `tz`, carrying the offset then in force as a fixed zone."""
+    local = instant.astimezone(tz)
+    offset = local.utcoffset()
+    assert offset is not None  # astimezone always yields an offset
+    return local.replace(tzinfo=timezone(offset), fold=0)
+
+
+def _utc(at: datetime) -> datetime:
+    if at.utcoffset() is None:
+        raise ValueError(f"instant {at} must be timezone-aware")
+    return at.astimezone(_UTC)
