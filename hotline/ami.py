@@ -1,0 +1,462 @@
+"""Adapter to Asterisk's manager interface (AMI) over panoramisk 1.4, its only importer.
+
+One supervisor task owns the connection: connect, log in, wait for FullyBooted, watch liveness with
+its own Ping, reconnect with capped backoff. Events go, in order, to one asyncio.Queue; actions
+return plain values. panoramisk 1.4's traps and their workarounds: docs asterisk-ami.md §11.4.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import enum
+import random
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from panoramisk import Manager
+from panoramisk.actions import Action
+from panoramisk.ami_protocol import AMIProtocol
+from panoramisk.message import Message
+
+log = structlog.get_logger("hotline.ami")
+
+EOL = "\r\n"
+# Every action we send, lower-cased: panoramisk must never replay one after a reconnect (B3); the
+# reconciler re-derives intent from fresh state instead.
+_FORGETABLE = (
+    "ping",
+    "login",
+    "logoff",
+    "queueadd",
+    "queueremove",
+    "queuepause",
+    "queuepenalty",
+    "queuememberringinuse",
+    "queuelog",
+    "queuestatus",
+    "queuesummary",
+    "originate",
+    "hangup",
+)
+# Replies that mean "already as you want it" (asterisk-ami.md §2.4).
+_ALREADY = ("Unable to add interface: Already there", "Unable to remove interface: Not there")
+
+
+class Result(enum.Enum):
+    SUCCESS = "success"
+    ALREADY = "already"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    result: Result
+    message: str = ""
+    items: tuple[Mapping[str, str], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.result in (Result.SUCCESS, Result.ALREADY)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str
+    fields: Mapping[str, str]
+    received: float  # loop.time() at receipt
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    """Logged in and Asterisk fully booted: state must be re-read."""
+
+    uptime_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    reason: str
+
+
+Inbound = Event | LinkUp | LinkDown
+
+
+class Observer(Protocol):
+    """What the link reports; metrics implement it (adapters never import each other)."""
+
+    def connect_attempt(self, result: str) -> None: ...
+    def disconnected(self, reason: str) -> None: ...
+    def link_up(self, up: bool) -> None: ...
+    def action_done(self, action: str, result: Result, seconds: float) -> None: ...
+    def message_received(self) -> None: ...
+    def malformed_message(self) -> None: ...
+    def inbox_overflow(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSettings:
+    host: str
+    port: int
+    username: str
+    secret: str = field(repr=False)
+    action_timeout_s: float = 5.0
+    ping_interval_s: float = 5.0
+    ping_timeout_s: float = 3.0
+    boot_timeout_s: float = 60.0
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 2.0
+
+
+class _LinkLost(Exception):
+    pass
+
+
+class _Protocol(AMIProtocol):  # type: ignore[misc]
+    """panoramisk's protocol with lossless UTF-8 decoding (B7) and counted malformed messages."""
+
+    link: AmiLink
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._buffer = ""
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Any) -> None:
+        super().connection_lost(exc)
+        if not self.gone.done():
+            self.gone.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        # panoramisk decodes each read on its own with errors="ignore", dropping a character split
+        # across two reads (B7); an incremental decoder keeps it whole.
+        self._buffer += self._decoder.decode(data)
+        *blocks, self._buffer = self._buffer.split(EOL + EOL)
+        for block in blocks:
+            text = block.strip()
+            if not text:
+                continue
+            if text.startswith("Asterisk Call Manager/"):
+                # The banner ends with a single EOL, so it heads the first message's block.
+                _, _, text = text.partition(EOL)
+                if not text:
+                    continue
+            message = Message.from_line(text)
+            if message is None:
+                self.link.malformed(text)
+                continue
+            self.link.observer.message_received()
+            try:
+                self.handle_message(message)
+            except Exception:  # a reply panoramisk cannot match must not drop the link
+                self.link.malformed(text)
+
+
+class _Manager(Manager):  # type: ignore[misc]
+    """A Manager that never reconnects or replays by itself: the supervisor decides (B3, B10)."""
+
+    patterns: list[tuple[str, Any]]
+
+    def __init__(self, link: AmiLink, **config: Any) -> None:
+        super().__init__(**config)
+        self.link = link
+
+        # Its FullyBooted hook replays unanswered actions: stale intent must never be replayed (B3).
+        self.callbacks.pop("FullyBooted", None)
+        self.patterns = [p for p in self.patterns if p[0] != "FullyBooted"]
+
+    def ping(self) -> None:
+        # panoramisk's own Ping never checks the reply (B4); AmiLink runs a checked one.
+        pass
+
+    def connection_lost(self, exc: Any) -> None:
+        self._connected = False
+        reason = "shutdown_event" if isinstance(exc, Message) else "eof"
+        self.link.connection_lost(self, reason)
+
+
+class AmiLink:
+    """One AMI session at a time, kept alive for the life of the daemon."""
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        inbox: asyncio.Queue[Inbound],
+        observer: Observer,
+    ) -> None:
+        self.settings = settings
+        self.inbox = inbox
+        self.observer = observer
+        self.state = "disconnected"
+        self.last_error = "not connected yet"
+        self._manager: _Manager | None = None
+        self._lost: asyncio.Future[str] | None = None
+        self._booted: asyncio.Future[float | None] | None = None
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._overflowed = False
+
+    @property
+    def up(self) -> bool:
+        return self.state == "live"
+
+    def take_overflow(self) -> bool:
+        """True once after the inbox overflowed: events were lost and state must be re-read."""
+        overflowed, self._overflowed = self._overflowed, False
+        return overflowed
+
+    async def run(self) -> None:
+        """Connect, and reconnect for ever with capped, jittered backoff."""
+        delay = self.settings.backoff_min_s
+        while True:
+            was_live = await self._session()
+            if was_live:
+                delay = self.settings.backoff_min_s
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter only
+            delay = min(delay * 2, self.settings.backoff_max_s)
+
+    async def send(self, action: Mapping[str, str]) -> Reply:
+        """Send a single-reply action; never raises for AMI or link trouble."""
+        return await self._send(action, as_list=False)
+
+    async def send_list(self, action: Mapping[str, str]) -> Reply:
+        """Send a list action (QueueStatus…): the reply's items are the events of the list."""
+        return await self._send(action, as_list=None)
+
+    # -- the session ------------------------------------------------------------------------
+
+    async def _session(self) -> bool:
+        """One connection from connect to loss. Returns whether it reached LIVE."""
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        self.state = "connecting"
+        self._lost = loop.create_future()
+        self._booted = loop.create_future()
+        manager = _Manager(
+            self,
+            host=s.host,
+            port=s.port,
+            loop=loop,  # B8
+            events="on",
+            protocol_factory=self._protocol_factory,
+            forgetable_actions=_FORGETABLE,
+        )
+        manager.register_event("*", self._on_event)
+        try:
+            transport, protocol = await asyncio.wait_for(
+                loop.create_connection(self._protocol_factory, s.host, s.port),
+                timeout=s.action_timeout_s,
+            )
+        except TimeoutError:
+            return self._failed("timeout", "connect timed out")
+        except OSError as exc:
+            return self._failed("refused", f"connect failed: {exc.strerror or exc}")
+        _keepalive(transport.get_extra_info("socket"))
+        connected: asyncio.Future[tuple[Any, Any]] = loop.create_future()
+        connected.set_result((transport, protocol))
+        manager.connection_made(connected)
+        self._manager = manager
+        try:
+            return await self._login_and_watch(manager)
+        finally:
+            self._teardown(manager)
+            # The socket closes on a later loop iteration; wait so none outlives the session.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(protocol.gone), 1.0)
+
+    async def _login_and_watch(self, manager: _Manager) -> bool:
+        s = self.settings
+        assert self._lost is not None
+        assert self._booted is not None
+        self.state = "authenticating"
+        reply = await self._send(
+            {"Action": "Login", "Username": s.username, "Secret": s.secret, "Events": "on"},
+            as_list=False,
+        )
+        if reply.result is not Result.SUCCESS:
+            kind = "auth_failed" if reply.result is Result.ERROR else reply.result.value
+            self._failed(kind, f"login failed: {reply.message or reply.result.value}")
+            return False
+        # The AMI port accepts logins before app_queue is loaded: wait for FullyBooted, which
+        # Asterisk also sends right after login when it is already booted.
+        if not self._booted.done():  # it may have come in the same read as the Login reply
+            self.state = "waiting_fullybooted"
+        waiting: set[asyncio.Future[Any]] = {self._booted, self._lost}
+        done, _ = await asyncio.wait(
+            waiting, timeout=s.boot_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if self._booted not in done:
+            self._failed("timeout", "no FullyBooted after login")
+            return False
+        watchdog = asyncio.ensure_future(self._watchdog(manager))
+        try:
+            reason = await self._lost
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        self.last_error = f"connection lost ({reason})"
+        return True
+
+    async def _watchdog(self, manager: _Manager) -> None:
+        """Own liveness check (B4): two missed Pings in a row abort the transport."""
+        misses = 0
+        while True:
+            await asyncio.sleep(self.settings.ping_interval_s)
+            reply = await self._send({"Action": "Ping"}, as_list=False, self_timeout=True)
+            misses = 0 if reply.result is Result.SUCCESS else misses + 1
+            if misses >= 2:
+                log.warning("ami_ping_timeout", misses=misses)
+                self._abort(manager, "ping_timeout")
+                return
+
+    def _abort(self, manager: _Manager, reason: str) -> None:
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+        if manager.protocol is not None:
+            manager.protocol.transport.abort()
+
+    def connection_lost(self, manager: _Manager, reason: str) -> None:
+        if manager is self._manager and self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+
+    def _failed(self, kind: str, message: str) -> bool:
+        self.observer.connect_attempt(kind)
+        self.last_error = message
+        log.warning("ami_connect_failed", kind=kind, error=message)
+        return False
+
+    def _teardown(self, manager: _Manager) -> None:
+        lost = self._lost
+        # Cancelled (daemon stopping) while awaited: the future itself is cancelled, not resolved.
+        finished = lost is not None and lost.done() and not lost.cancelled()
+        reason = lost.result() if finished and lost is not None else "local"
+        was_live = self.state == "live"
+        self.state = "disconnected"
+        self._manager = None
+        for fut in self._pending:
+            if not fut.done():
+                fut.set_exception(_LinkLost())
+        self._pending.clear()
+        manager.close()
+        if was_live:
+            self.observer.link_up(False)
+            self.observer.disconnected(reason)
+            log.warning("ami_disconnected", reason=reason)
+            self._deliver(LinkDown(reason))
+
+    # -- actions and events -----------------------------------------------------------------
+
+    async def _send(
+        self, fields: Mapping[str, str], *, as_list: bool | None, self_timeout: bool = False
+    ) -> Reply:
+        name = fields["Action"]
+        manager = self._manager
+        if manager is None or manager.protocol is None:
+            return Reply(Result.DISCONNECTED, self.last_error)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # as_list is given to send_action itself: it overwrites the Action's own (B1). False for
+        # single replies, so QueueAdd's "Added interface to queue" is not mistaken for a list.
+        action = Action(dict(fields), as_list=as_list)
+        future = manager.send_action(action, as_list=as_list)
+        self._pending.add(future)
+        timeout = self.settings.ping_timeout_s if self_timeout else self.settings.action_timeout_s
+        try:
+            message = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            # Else the late reply sits in panoramisk's table until the next disconnect (B5).
+            manager.protocol.responses.pop(action.id, None)
+            reply = Reply(Result.TIMEOUT, f"no reply within {timeout:g} s")
+        except _LinkLost:
+            reply = Reply(Result.DISCONNECTED, "connection lost")
+        else:
+            reply = _reply(message)
+        finally:
+            self._pending.discard(future)
+        if name != "Login":
+            self.observer.action_done(name, reply.result, loop.time() - started)
+        return reply
+
+    def _protocol_factory(self) -> _Protocol:
+        protocol = _Protocol()
+        protocol.link = self
+        return protocol
+
+    def _on_event(self, manager: _Manager, message: Message) -> None:
+        # The one synchronous callback (B6): it must not raise, and it only enqueues.
+        if manager is not self._manager:
+            return
+        fields = _fields(message)
+        name = fields.get("Event", "")
+        event = Event(name, fields, asyncio.get_running_loop().time())
+        self._deliver(event)
+        if name == "FullyBooted" and self._booted is not None and not self._booted.done():
+            # Live now, before LinkUp reaches the consumer: a round it wakes must find the link up.
+            uptime = _float(fields.get("Uptime"))
+            self._booted.set_result(uptime)
+            self.state = "live"
+            self.last_error = ""
+            self.observer.connect_attempt("success")
+            self.observer.link_up(True)
+            log.info("ami_live", host=self.settings.host, port=self.settings.port)
+            self._deliver(LinkUp(uptime))
+
+    def _deliver(self, item: Inbound) -> None:
+        try:
+            self.inbox.put_nowait(item)
+        except asyncio.QueueFull:
+            self._overflowed = True
+            self.observer.inbox_overflow()
+
+    def malformed(self, text: str) -> None:
+        self.observer.malformed_message()
+        # Only the header names: values may carry a caller's number.
+        keys = [line.partition(":")[0][:40] for line in text.split(EOL)[:8]]
+        log.warning("ami_malformed_message", header_names=keys, size=len(text))
+
+
+def _reply(message: Message | list[Message]) -> Reply:
+    if isinstance(message, list):
+        head, items = message[0], message[1:]
+        events = tuple(
+            _fields(m) for m in items if not str(m.get("Event", "")).endswith("Complete")
+        )
+        return Reply(Result.SUCCESS, str(head.get("Message", "")), events)
+    text = str(message.get("Message", "")).strip()
+    response = str(message.get("Response", ""))
+    if response in ("Success", "Follows", "Goodbye"):
+        return Reply(Result.SUCCESS, text)
+    if text in _ALREADY:
+        return Reply(Result.ALREADY, text)
+    return Reply(Result.ERROR, text)
+
+
+def _fields(message: Message) -> dict[str, str]:
+    # panoramisk keeps the body of a "Follows" reply under "content"; repeated headers are lists.
+    return {
+        k: v if isinstance(v, str) else "\n".join(v) for k, v in message.items() if k != "content"
+    }
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _keepalive(sock: socket.socket | None) -> None:
+    """TCP keepalive as a second line of defence against a half-open link."""
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for opt, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, opt):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
