@@ -1,0 +1,260 @@
+"""The membership keeper: the one task that writes queue membership to Asterisk.
+
+Level-triggered: each round reads QueueStatus, plans with `reconcile.plan` against the roster at
+the clock's now, and applies the plan. Events only wake it: a shift boundary, AMI (re)login, a
+member change it did not cause, a call ending for a member due to leave, and a periodic resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from hotline import reconcile, roster
+from hotline.ami import Event, Reply, Result
+from hotline.reconcile import Action, Add, Remove, SetPenalty
+
+log = structlog.get_logger("hotline.membership")
+
+_MEMBER_CHANGES = frozenset({"QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPenalty"})
+# Pipelined actions in flight at once; Asterisk runs one session's actions in order anyway.
+_WINDOW = 256
+# After a failed round, try again this soon rather than waiting for the periodic resync.
+_RETRY_S = 1.0
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+    async def sleep_until(self, at: datetime) -> None:
+        """Return at `at` or, for a clock that may jump, soon after the clock could have moved."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time; sleeps are capped so a clock step (NTP) is noticed within a minute."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep_until(self, at: datetime) -> None:
+        delay = (at - self.now()).total_seconds()
+        await asyncio.sleep(min(max(delay, 0.0), 60.0))
+
+
+class Link(Protocol):
+    @property
+    def up(self) -> bool: ...
+    async def send(self, action: Mapping[str, str]) -> Reply: ...
+    async def send_list(self, action: Mapping[str, str]) -> Reply: ...
+
+
+class Observer(Protocol):
+    def round_done(self, result: str, seconds: float, synced: bool) -> None: ...
+    def action_applied(self, kind: str, ok: bool) -> None: ...
+    def membership(
+        self,
+        *,
+        scheduled: Mapping[str, int],
+        present: Mapping[str, int],
+        missing: Mapping[str, int],
+        unexpected: Mapping[str, int],
+        leaving: Mapping[str, int],
+        foreign: Mapping[str, int],
+    ) -> None: ...
+
+
+class MembershipKeeper:
+    def __init__(
+        self,
+        rost: roster.Roster,
+        link: Link,
+        clock: Clock,
+        observer: Observer,
+        resync_interval_s: float,
+    ) -> None:
+        self.roster = rost
+        self.link = link
+        self.clock = clock
+        self.observer = observer
+        self.resync_interval_s = resync_interval_s
+        self.owned = frozenset(rost.responders)
+        self.in_sync = False
+        self.last_problem = "no reconcile round yet"
+        self.rounds = 0
+        self._wake = asyncio.Event()
+        self._triggers: set[str] = set()
+        # (queue, interface) of changes we made whose member event has not arrived yet.
+        self._expected: Counter[tuple[str, str]] = Counter()
+        self._leaving: set[tuple[str, str]] = set()
+
+    def wake(self, trigger: str) -> None:
+        self._triggers.add(trigger)
+        self._wake.set()
+
+    def link_down(self) -> None:
+        self.in_sync = False
+        self.last_problem = "AMI link down"
+
+    def on_event(self, event: Event) -> None:
+        """Decide whether an AMI event calls for a round."""
+        name = event.name
+        if name in _MEMBER_CHANGES:
+            key = (event.fields.get("Queue", ""), event.fields.get("Interface", ""))
+            if key[0] not in self.roster.queues:
+                return
+            if self._expected[key] > 0:
+                self._expected[key] -= 1
+                return
+            self.wake("drift")
+        elif name in ("QueueMemberStatus", "AgentComplete"):
+            key = (event.fields.get("Queue", ""), event.fields.get("Interface", ""))
+            if key in self._leaving:
+                self.wake("call_ended")
+        elif name == "Reload":
+            self.wake("reload")
+
+    async def run_rounds(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.resync_interval_s)
+            except TimeoutError:
+                self._triggers.add("periodic")
+            self._wake.clear()
+            triggers, self._triggers = self._triggers, set()
+            started = loop.time()
+            if not self.link.up:
+                self.observer.round_done("skipped", 0.0, synced=False)
+                continue
+            ok = await self.round(triggers)
+            self.observer.round_done(
+                "ok" if ok else "failed", loop.time() - started, synced=self.in_sync
+            )
+            if not ok and not self._wake.is_set():
+                loop.call_later(_RETRY_S, self.wake, "retry")
+
+    async def run_timer(self) -> None:
+        """Wake a round at every shift or exception boundary of the roster."""
+        while True:
+            now = self.clock.now()
+            boundary = roster.next_change(self.roster, now)
+            await self.clock.sleep_until(boundary or now + timedelta(days=1))
+            if boundary is not None and self.clock.now() >= boundary:
+                self.wake("shift")
+
+    async def round(self, triggers: set[str]) -> bool:
+        """One level-triggered round. Returns whether it read state and every action succeeded."""
+        now = self.clock.now()
+        desired = roster.desired_at(self.roster, now)
+        status = await self.link.send_list({"Action": "QueueStatus"})
+        if not status.ok:
+            self.in_sync = False
+            self.last_problem = f"QueueStatus failed: {status.result.value} {status.message}"
+            log.warning("reconcile_read_failed", result=status.result.value, error=status.message)
+            return False
+        actual = [
+            reconcile.member_from_status(item)
+            for item in status.items
+            if item.get("Event") == "QueueMember"
+        ]
+        plan = reconcile.plan(desired, actual, self.owned)
+        self._leaving = {(m.queue, m.interface) for m in plan.deferred}
+        self._report(desired, actual, plan)
+        self.rounds += 1
+        if plan.empty:
+            self.in_sync = True
+            self.last_problem = ""
+            return True
+        log.info(
+            "reconcile_applying",
+            triggers=sorted(triggers),
+            at=now.isoformat(),
+            adds=sum(isinstance(a, Add) for a in plan.actions),
+            removes=sum(isinstance(a, Remove) for a in plan.actions),
+            penalties=sum(isinstance(a, SetPenalty) for a in plan.actions),
+            leaving=len(plan.deferred),
+        )
+        window = asyncio.Semaphore(_WINDOW)
+        results = await asyncio.gather(*(self._apply(a, window) for a in plan.actions))
+        failed = [
+            f"{a.queue}/{a.member_name}: {r.result.value} {r.message}"
+            for a, r in results
+            if not r.ok
+        ]
+        self.in_sync = not failed
+        self.last_problem = (
+            f"{len(failed)} membership actions failed, e.g. {failed[0]}" if failed else ""
+        )
+        return not failed
+
+    async def _apply(self, action: Action, window: asyncio.Semaphore) -> tuple[Action, Reply]:
+        async with window:
+            key = (action.queue, action.interface)
+            # Count the change before sending: its event may arrive before the reply.
+            self._expected[key] += 1
+            reply = await self.link.send(_ami_action(action))
+            if reply.result is not Result.SUCCESS:
+                self._expected[key] -= 1
+        kind = type(action).__name__.lower()
+        self.observer.action_applied(kind, reply.ok)
+        if reply.ok:
+            log.info(
+                "member_"
+                + {"add": "added", "remove": "removed", "setpenalty": "penalty_set"}[kind],
+                queue=action.queue,
+                responder=action.member_name,
+                interface=action.interface,
+            )
+        else:
+            log.warning(
+                "member_action_failed",
+                action=kind,
+                queue=action.queue,
+                responder=action.member_name,
+                result=reply.result.value,
+                error=reply.message,
+            )
+        return action, reply
+
+    def _report(
+        self,
+        desired: roster.Desired,
+        actual: list[reconcile.ActualMember],
+        plan: reconcile.Plan,
+    ) -> None:
+        present: Counter[str] = Counter(m.queue for m in actual)
+        leaving: Counter[str] = Counter(m.queue for m in plan.deferred)
+        foreign: Counter[str] = Counter(m.queue for m in plan.foreign)
+        self.observer.membership(
+            scheduled={q: len(members) for q, members in desired.items()},
+            present=present,
+            missing=plan.missing,
+            unexpected=plan.unexpected,
+            leaving=leaving,
+            foreign=foreign,
+        )
+
+
+def _ami_action(action: Action) -> dict[str, str]:
+    if isinstance(action, Add):
+        return {
+            "Action": "QueueAdd",
+            "Queue": action.queue,
+            "Interface": action.interface,
+            "MemberName": action.member_name,
+            "StateInterface": action.state_interface,
+            "Penalty": str(action.penalty),
+        }
+    if isinstance(action, SetPenalty):
+        return {
+            "Action": "QueuePenalty",
+            "Queue": action.queue,
+            "Interface": action.interface,
+            "Penalty": str(action.penalty),
+        }
+    return {"Action": "QueueRemove", "Queue": action.queue, "Interface": action.interface}

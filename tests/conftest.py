@@ -1,0 +1,84 @@
+"""Shared fixtures: the development PBX (a real Asterisk) for the whole session, and in-process
+daemons wired to it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hotline import daemon
+from hotline.config import parse_config
+from tests.harness import AmiTestClient, ManualClock, Pbx, free_port
+
+
+@pytest.fixture(scope="session")
+def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbx]:
+    """A PBX instance of this test session's own, beside any developer's PBX. Never skipped: if
+    Asterisk cannot start, every test that needs it fails and says why."""
+    instance = Pbx(
+        name=f"pytest-{os.getpid()}",
+        ami_port=free_port(),
+        sip_port=free_port(),
+        state_dir=tmp_path_factory.mktemp("pbx"),
+    )
+    try:
+        instance.start()
+    except Exception as exc:  # turned into a test failure with the reason
+        pytest.fail(f"the development PBX could not start: {exc}", pytrace=False)
+    yield instance
+    instance.run("reset")
+
+
+@pytest.fixture
+async def ami(pbx: Pbx) -> AsyncIterator[AmiTestClient]:
+    """A test AMI session, with the PBX's queues emptied of dynamic members first."""
+    async with AmiTestClient(pbx) as client:
+        for member in await client.members():
+            if member.dynamic:
+                await client.action(
+                    {"Action": "QueueRemove", "Queue": member.queue, "Interface": member.interface}
+                )
+        yield client
+
+
+StartDaemon = Callable[..., Awaitable[daemon.Daemon]]
+
+
+@pytest.fixture
+async def start_daemon(pbx: Pbx, tmp_path: Path) -> AsyncIterator[StartDaemon]:
+    """Start in-process daemons on the test PBX with a roster and a clock the test drives."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(
+        roster: str,
+        clock: ManualClock,
+        resync_interval: float = 60,
+        ami_port: int | None = None,
+    ) -> daemon.Daemon:
+        secret_file = tmp_path / "ami-secret"
+        secret_file.write_text(pbx.secret)
+        text = (
+            f"ami: {{host: 127.0.0.1, port: {ami_port or pbx.ami_port}, username: hotline,"
+            f" secret_file: {secret_file}, ping_interval: 1, ping_timeout: 1}}\n"
+            f'http: {{listen: "127.0.0.1:{free_port()}"}}\n'
+            f"reconcile: {{resync_interval: {resync_interval}}}\n" + roster
+        )
+        config = parse_config(text, tmp_path / "hotline.yaml")
+        stop = asyncio.Event()
+        started: asyncio.Future[daemon.Daemon] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(daemon.run(config, pbx.secret, clock, stop, started=started))
+        waiting: set[asyncio.Future[object]] = {started, task}  # type: ignore[arg-type]
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()
+        running.append((stop, task))
+        return started.result()
+
+    yield start
+    for stop, task in running:
+        stop.set()
+        await task
