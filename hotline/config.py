@@ -677,7 +677,8 @@ def _convert(model: _ConfigModel, path: Path) -> Config:
             port=ami.port,
             username=ami.username,
             secret=SecretRef(
-                file=Path(ami.secret_file) if ami.secret_file is not None else None,
+                # A relative path is relative to the config file, wherever the daemon starts.
+                file=path.parent / ami.secret_file if ami.secret_file is not None else None,
                 env=ami.secret_env,
             ),
             action_timeout_s=ami.action_timeout,
