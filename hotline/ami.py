@@ -348,7 +348,8 @@ class AmiLink:
         if was_live:
             self.observer.link_up(False)
             self.observer.disconnected(reason)
-            log.warning("ami_disconnected", reason=reason)
+            # "local" is our own close, at shutdown: not a fault.
+            (log.info if reason == "local" else log.warning)("ami_disconnected", reason=reason)
             self._deliver(LinkDown(reason))
 
     # -- actions and events -----------------------------------------------------------------

@@ -131,12 +131,16 @@ class MembershipKeeper:
             if not self.link.up:
                 self.observer.round_done("skipped", 0.0, synced=False)
                 continue
-            ok = await self.round(triggers)
+            ok, changed = await self.round(triggers)
             self.observer.round_done(
                 "ok" if ok else "failed", loop.time() - started, synced=self.in_sync
             )
             if not ok and not self._wake.is_set():
                 loop.call_later(_RETRY_S, self.wake, "retry")
+            elif changed and triggers != {"verify"}:
+                # Read back what was just changed: confirms convergence and refreshes the gauges.
+                # Not after a verify round itself, so a change that never sticks cannot spin.
+                self.wake("verify")
 
     async def run_timer(self) -> None:
         """Wake a round at every shift or exception boundary of the roster."""
@@ -147,8 +151,9 @@ class MembershipKeeper:
             if boundary is not None and self.clock.now() >= boundary:
                 self.wake("shift")
 
-    async def round(self, triggers: set[str]) -> bool:
-        """One level-triggered round. Returns whether it read state and every action succeeded."""
+    async def round(self, triggers: set[str]) -> tuple[bool, bool]:
+        """One level-triggered round. Returns whether it read state and every action succeeded,
+        and whether it changed anything."""
         now = self.clock.now()
         desired = roster.desired_at(self.roster, now)
         status = await self.link.send_list({"Action": "QueueStatus"})
@@ -156,7 +161,7 @@ class MembershipKeeper:
             self.in_sync = False
             self.last_problem = f"QueueStatus failed: {status.result.value} {status.message}"
             log.warning("reconcile_read_failed", result=status.result.value, error=status.message)
-            return False
+            return False, False
         actual = [
             reconcile.member_from_status(item)
             for item in status.items
@@ -169,7 +174,7 @@ class MembershipKeeper:
         if plan.empty:
             self.in_sync = True
             self.last_problem = ""
-            return True
+            return True, False
         log.info(
             "reconcile_applying",
             triggers=sorted(triggers),
@@ -190,7 +195,7 @@ class MembershipKeeper:
         self.last_problem = (
             f"{len(failed)} membership actions failed, e.g. {failed[0]}" if failed else ""
         )
-        return not failed
+        return not failed, True
 
     async def _apply(self, action: Action, window: asyncio.Semaphore) -> tuple[Action, Reply]:
         async with window:
