@@ -1,0 +1,80 @@
+"""`hotline run` as a process, the way systemd runs it: exit codes, JSON logs, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.harness import Pbx, free_port, wait_for
+
+
+async def test_sigterm_stops_the_daemon_cleanly_with_exit_status_zero(
+    pbx: Pbx, tmp_path: Path
+) -> None:
+    (tmp_path / "ami-secret").write_text(pbx.secret + "\n")
+    port = free_port()
+    config = tmp_path / "hotline.yaml"
+    config.write_text(
+        f"ami: {{port: {pbx.ami_port}, username: hotline, secret_file: ami-secret}}\n"
+        f'http: {{listen: "127.0.0.1:{port}"}}\n'
+        "timezone: UTC\nqueues: {crisis: {min_responders: 0}}\nresponders: {}\nshifts: []\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hotline",
+        "run",
+        "-c",
+        str(config),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def ready() -> int:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                        return response.status
+                except aiohttp.ClientConnectionError:
+                    return 0
+
+            await wait_for(ready, lambda status: status == 200, 15, "/readyz to say ready")
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(5):
+            _, stderr = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0
+    events = [json.loads(line)["event"] for line in stderr.decode().splitlines()]
+    assert events[0] == "daemon_started"
+    assert "ami_live" in events
+    assert events[-2:] == ["daemon_stopping", "daemon_stopped"] or events[-1] == "daemon_stopped"
+    assert pbx.secret not in stderr.decode()
+
+
+async def test_an_unreadable_secret_exits_78_naming_the_setting(tmp_path: Path) -> None:
+    config = tmp_path / "hotline.yaml"
+    config.write_text(
+        "ami: {username: hotline, secret_file: /nonexistent/ami-secret}\n"
+        "timezone: UTC\nqueues: {crisis: {}}\nresponders: {}\nshifts: []\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hotline",
+        "run",
+        "-c",
+        str(config),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        _, stderr = await proc.communicate()
+    assert proc.returncode == 78
+    assert "ami.secret_file" in stderr.decode()
