@@ -1,0 +1,755 @@
+"""Call lifecycles, pure: fold app_queue events into one record per caller per queue visit.
+
+Input events are already scrubbed (privacy.py): no caller number or name ever reaches this module,
+only a keyed pseudonym. No I/O and no clock: instants come with the events and with `tick`.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from datetime import UTC, datetime, timedelta
+
+
+class Outcome(enum.Enum):
+    ANSWERED = "answered"
+    ABANDONED = "abandoned"  # the caller hung up while waiting
+    TIMEOUT = "timeout"  # left by the queue's maximum wait, into the overflow branch
+    ROLLOVER = "rollover"  # withdrawn by the upstream network to a backup centre
+    JOINEMPTY = "joinempty"  # refused at join: nobody staffed
+    LEAVEEMPTY = "leaveempty"  # left because nobody was staffed any more
+    TRANSFERRED = "transferred"
+    UNKNOWN = "unknown"  # the daemon or AMI was away when it ended
+
+
+class AttemptOutcome(enum.Enum):
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    NOANSWER = "noanswer"
+    BUSY = "busy"
+    CANCELED = "canceled"  # the call ended or was answered elsewhere while this one rang
+
+
+@dataclass(frozen=True, slots=True)
+class RingAttempt:
+    responder: str  # MemberName: the responder id
+    rang_at: datetime
+    outcome: AttemptOutcome
+    ring_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One caller's visit to one queue. Natural key: (uniqueid, queue, visit)."""
+
+    uniqueid: str  # the caller channel's Uniqueid
+    queue: str
+    visit: int  # 1 for the first entry of this channel into this queue, 2 for a re-entry...
+    entered_at: datetime | None  # aware, UTC
+    position: int | None  # position at entry
+    campaign: str | None  # the number dialled / line the call came in on
+    caller_key: str | None  # keyed pseudonym of the caller's number; None if withheld
+    caller_key_id: str | None  # which key made caller_key (for rotation)
+    caller_withheld: bool
+    attempts: tuple[RingAttempt, ...]
+    answered_at: datetime | None
+    answered_by: str | None  # responder id
+    wait_s: float | None
+    talk_s: float | None
+    ended_at: datetime | None
+    outcome: Outcome | None  # None while the call is open
+    rolled_over: bool  # the dialplan sent it on to the partner centre
+    # Forward-only upserts: a stored row is replaced only by a record with a higher
+    # (rank, revision). rank: 1 open, 2 answered, 3 closed unknown, 4 closed with a true outcome.
+    rank: int
+    revision: int
+
+
+# A field parses as a count only when it is plain ASCII digits; nine at most, so that no garbage
+# value can overflow the datetime arithmetic (int() would also take "1_000", "+5" or "٣").
+_COUNT = re.compile(r"[0-9]{1,9}")
+
+_DIAL_OUTCOMES = {
+    "BUSY": AttemptOutcome.BUSY,
+    "CONGESTION": AttemptOutcome.BUSY,
+    "CHANUNAVAIL": AttemptOutcome.BUSY,
+    "NOANSWER": AttemptOutcome.NOANSWER,
+    "CANCEL": AttemptOutcome.CANCELED,
+}
+# QUEUESTATUS values (app_queue.c:286-296) reported by the dialplan's QueueResult UserEvent.
+_REFUSALS = frozenset({"JOINEMPTY", "JOINUNAVAIL", "FULL"})
+_EXITS = {
+    "TIMEOUT": Outcome.TIMEOUT,
+    "LEAVEEMPTY": Outcome.LEAVEEMPTY,
+    "LEAVEUNAVAIL": Outcome.LEAVEEMPTY,
+    "WITHDRAW": Outcome.ROLLOVER,
+}
+
+_OPEN, _ANSWERED, _UNKNOWN, _FINAL = 1, 2, 3, 4
+
+_Key = tuple[str, str]  # (caller uniqueid, queue)
+
+
+def _text(fields: Mapping[str, str], name: str) -> str | None:
+    value = fields.get(name)
+    if isinstance(value, str):
+        value = value.strip()
+        if value:
+            return value
+    return None
+
+
+def _count(fields: Mapping[str, str], name: str) -> int | None:
+    value = fields.get(name)
+    if isinstance(value, str):
+        value = value.strip()
+        if _COUNT.fullmatch(value):
+            return int(value)
+    return None
+
+
+def _minus(at: datetime | None, seconds: float | None) -> datetime | None:
+    if at is None or seconds is None:
+        return None
+    try:
+        return at - timedelta(seconds=seconds)
+    except OverflowError:  # an instant near datetime.min: better no value than a crash
+        return None
+
+
+def _between(start: datetime | None, end: datetime) -> float | None:
+    """Seconds from start to end; never negative, since reordered events can invert them."""
+    if start is None:
+        return None
+    return max(0.0, (end - start).total_seconds())
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.utcoffset() is not None else at.replace(tzinfo=UTC)
+
+
+class _Call:
+    """The mutable working state of one visit; `snapshot` freezes it into a CallRecord."""
+
+    __slots__ = (
+        "abandon_at",
+        "answered_at",
+        "answered_by",
+        "attempts",
+        "caller_key",
+        "caller_key_id",
+        "caller_withheld",
+        "campaign",
+        "dests",
+        "ended_at",
+        "entered_at",
+        "join_at",
+        "joined",
+        "last_event_at",
+        "outcome",
+        "position",
+        "provisional",
+        "queue",
+        "rank",
+        "refused",
+        "revision",
+        "rolled_over",
+        "talk_s",
+        "touched_at",
+        "uniqueid",
+        "visit",
+        "wait_s",
+    )
+
+    def __init__(self, uniqueid: str, queue: str, visit: int, at: datetime | None) -> None:
+        self.uniqueid = uniqueid
+        self.queue = queue
+        self.visit = visit
+        self.entered_at: datetime | None = None
+        self.position: int | None = None
+        self.campaign: str | None = None
+        self.caller_key: str | None = None
+        self.caller_key_id: str | None = None
+        self.caller_withheld = False
+        self.attempts: list[RingAttempt] = []
+        self.answered_at: datetime | None = None
+        self.answered_by: str | None = None
+        self.wait_s: float | None = None
+        self.talk_s: float | None = None
+        self.ended_at: datetime | None = None
+        self.outcome: Outcome | None = None
+        self.rolled_over = False
+        self.rank = _OPEN
+        self.revision = 0
+        # Whether this visit's QueueCallerJoin has been applied, and its instant (to spot a
+        # duplicate). A visit first seen through a later event waits for its late join.
+        self.joined = False
+        self.join_at: datetime | None = None
+        self.refused = False
+        # A QueueCallerAbandon seen, not yet known to be a hangup rather than an exit.
+        self.provisional = False
+        self.abandon_at: datetime | None = None
+        self.dests: dict[str, int] = {}  # DestUniqueid -> index in attempts
+        self.last_event_at = at  # for the stale timer
+        self.touched_at = at  # for forgetting closed records
+
+    @property
+    def is_open(self) -> bool:
+        return self.rank <= _ANSWERED
+
+    def seen(self, at: datetime) -> None:
+        if self.last_event_at is None or at > self.last_event_at:
+            self.last_event_at = at
+
+    def snapshot(self) -> CallRecord:
+        return CallRecord(
+            uniqueid=self.uniqueid,
+            queue=self.queue,
+            visit=self.visit,
+            entered_at=self.entered_at,
+            position=self.position,
+            campaign=self.campaign,
+            caller_key=self.caller_key,
+            caller_key_id=self.caller_key_id,
+            caller_withheld=self.caller_withheld,
+            attempts=tuple(self.attempts),
+            answered_at=self.answered_at,
+            answered_by=self.answered_by,
+            wait_s=self.wait_s,
+            talk_s=self.talk_s,
+            ended_at=self.ended_at,
+            outcome=self.outcome,
+            rolled_over=self.rolled_over,
+            rank=self.rank,
+            revision=self.revision,
+        )
+
+    def take_caller(self, fields: Mapping[str, str]) -> None:
+        """Campaign and caller pseudonym, as QueueCallerJoin and QueueResult carry them."""
+        self.campaign = _text(fields, "Campaign")
+        self.caller_withheld = _text(fields, "CallerWithheld") == "1"
+        if self.caller_withheld:
+            self.caller_key = self.caller_key_id = None
+        else:
+            self.caller_key = _text(fields, "CallerKey")
+            self.caller_key_id = _text(fields, "CallerKeyId")
+
+    def find_attempt(self, dest: str | None, responder: str, *states: AttemptOutcome) -> int | None:
+        """The attempt rung on `dest` if known, else the latest one of `responder` in `states`."""
+        if dest is not None and dest in self.dests:
+            return self.dests[dest]
+        for index in range(len(self.attempts) - 1, -1, -1):
+            attempt = self.attempts[index]
+            if attempt.responder == responder and attempt.outcome in states:
+                return index
+        return None
+
+    def set_attempt(self, index: int, outcome: AttemptOutcome, ring_ms: int | None) -> None:
+        old = self.attempts[index]
+        self.attempts[index] = RingAttempt(old.responder, old.rang_at, outcome, ring_ms)
+
+    def add_attempt(
+        self,
+        responder: str,
+        rang_at: datetime,
+        outcome: AttemptOutcome,
+        dest: str | None = None,
+        ring_ms: int | None = None,
+    ) -> None:
+        if dest is not None:
+            self.dests[dest] = len(self.attempts)
+        self.attempts.append(RingAttempt(responder, rang_at, outcome, ring_ms))
+
+    def cancel_ringing(self, keep: int | None = None) -> None:
+        for index, attempt in enumerate(self.attempts):
+            if index != keep and attempt.outcome is AttemptOutcome.RINGING:
+                self.set_attempt(index, AttemptOutcome.CANCELED, attempt.ring_ms)
+
+    def finish(self, outcome: Outcome, ended_at: datetime) -> None:
+        self.outcome = outcome
+        self.ended_at = ended_at
+        self.rank = _UNKNOWN if outcome is Outcome.UNKNOWN else _FINAL
+        self.provisional = False
+        self.cancel_ringing()
+
+
+class CallBook:
+    """Folds app_queue events into one CallRecord per (caller uniqueid, queue, visit).
+
+    `feed`, `tick` and `resync` return the snapshots of the records they changed, each with a
+    higher revision than the last; the store upserts them forward-only by (rank, revision).
+    """
+
+    def __init__(
+        self,
+        *,
+        abandon_grace_s: float = 5.0,
+        stale_after_s: float = 6 * 3600,
+        keep_closed_s: float = 4 * 3600,
+        upstream_rollover_after_s: float | None = None,
+        upstream_tolerance_s: float = 2.0,
+    ) -> None:
+        self._grace = timedelta(seconds=abandon_grace_s)
+        self._stale = timedelta(seconds=stale_after_s)
+        self._keep = timedelta(seconds=keep_closed_s)
+        self._upstream = upstream_rollover_after_s
+        self._tolerance = upstream_tolerance_s
+        self._calls: dict[_Key, _Call] = {}  # the latest visit of each (uniqueid, queue)
+        self._queues_of: dict[str, list[str]] = {}  # Hangup and DialEnd carry no Queue
+        self._dests: dict[str, _Call] = {}  # member leg -> the call it was rung for
+        self._handlers: dict[str, Callable[[Mapping[str, str], datetime], list[CallRecord]]] = {
+            "QueueCallerJoin": self._join,
+            "AgentCalled": self._called,
+            "DialEnd": self._dial_end,
+            "AgentRingNoAnswer": self._ring_no_answer,
+            "AgentConnect": self._connect,
+            "AgentComplete": self._complete,
+            "AgentDump": self._dump,
+            "QueueCallerAbandon": self._abandon,
+            "QueueCallerLeave": self._leave,
+            "Hangup": self._hangup,
+            "QueueResult": self._queue_result,
+            "QueueRollover": self._rollover,
+        }
+
+    @property
+    def open_count(self) -> int:
+        return sum(1 for call in self._calls.values() if call.is_open)
+
+    def feed(self, name: str, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        """Apply one AMI event; return the snapshots of the records it changed, in order."""
+        if name == "UserEvent":
+            name = _text(fields, "UserEvent") or ""
+            if name not in ("QueueResult", "QueueRollover"):
+                return []
+        elif name in ("QueueResult", "QueueRollover"):
+            return []  # only ever meaningful as UserEvents raised by our dialplan
+        handler = self._handlers.get(name)
+        return handler(fields, _aware(at)) if handler is not None else []
+
+    def tick(self, now: datetime) -> list[CallRecord]:
+        """Finalise provisional abandons past the grace period, close stale records as UNKNOWN,
+        and forget closed records nobody has touched for keep_closed_s."""
+        now = _aware(now)
+        changed: list[CallRecord] = []
+        for call in list(self._calls.values()):
+            if call.is_open:
+                if call.last_event_at is None:
+                    call.last_event_at = now  # restored without any instant: start the timer
+                if (
+                    call.provisional
+                    and call.abandon_at is not None
+                    and now - call.abandon_at >= self._grace
+                ):
+                    self._settle_abandon(call, call.abandon_at)
+                    changed.append(self._emit(call, now))
+                elif now - call.last_event_at >= self._stale:
+                    call.finish(Outcome.UNKNOWN, now)
+                    changed.append(self._emit(call, now))
+            elif call.touched_at is None or now - call.touched_at >= self._keep:
+                self._forget(call)
+        return changed
+
+    def restore(self, records: Iterable[CallRecord]) -> None:
+        """Continue records read back from the database after a restart (visit, rank and
+        revision kept, so the next snapshot of each supersedes the stored row).
+
+        Open records are what must be continued; passing the records closed within
+        keep_closed_s as well lets a late event for one of them be recognised rather than
+        start a new record. Member legs are not stored, so a DialEnd for an attempt rung before
+        the restart is not matched (AgentRingNoAnswer and AgentConnect still are, by name).
+        """
+        for record in records:
+            key = (record.uniqueid, record.queue)
+            current = self._calls.get(key)
+            if current is not None and (current.visit, current.rank, current.revision) >= (
+                record.visit,
+                record.rank,
+                record.revision,
+            ):
+                continue
+            call = _Call(record.uniqueid, record.queue, record.visit, None)
+            for field in dataclass_fields(record):
+                setattr(call, field.name, getattr(record, field.name))
+            call.attempts = list(record.attempts)
+            call.joined = True
+            call.join_at = record.entered_at
+            # Only a QueueCallerAbandon gives an open, unanswered record its wait.
+            call.provisional = record.outcome is None and (
+                record.answered_at is None and record.wait_s is not None
+            )
+            if call.provisional:  # the abandon happened wait_s after entry
+                call.abandon_at = _minus(record.entered_at, -(record.wait_s or 0.0))
+            instants = [
+                t for t in (record.entered_at, record.answered_at, record.ended_at) if t is not None
+            ] + [attempt.rang_at for attempt in record.attempts]
+            call.last_event_at = call.touched_at = max(instants, default=None)
+            self._install(call)
+
+    def resync(self, waiting: Iterable[tuple[str, str]], now: datetime) -> list[CallRecord]:
+        """After an AMI (re)connect: close every open record Asterisk no longer reports waiting
+        as UNKNOWN (it ended while we were away), and open a record for every waiting caller we
+        have no open record for (it joined while we were away)."""
+        now = _aware(now)
+        present = {(queue, uniqueid) for queue, uniqueid in waiting if queue and uniqueid}
+        changed: list[CallRecord] = []
+        for call in list(self._calls.values()):
+            if not call.is_open:
+                continue
+            if (call.queue, call.uniqueid) in present:
+                call.seen(now)  # alive now: restarts its stale timer
+            else:
+                call.finish(Outcome.UNKNOWN, now)
+                changed.append(self._emit(call, now))
+        for queue, uniqueid in sorted(present):
+            current = self._calls.get((uniqueid, queue))
+            if current is None or not current.is_open:
+                call = self._open(uniqueid, queue, current, now)
+                changed.append(self._emit(call, now))
+        return changed
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _emit(self, call: _Call, at: datetime) -> CallRecord:
+        call.revision += 1
+        call.seen(at)
+        if call.touched_at is None or at > call.touched_at:
+            call.touched_at = at
+        return call.snapshot()
+
+    def _install(self, call: _Call) -> None:
+        key = (call.uniqueid, call.queue)
+        old = self._calls.get(key)
+        if old is not None:
+            self._drop_dests(old)
+        else:
+            self._queues_of.setdefault(call.uniqueid, []).append(call.queue)
+        self._calls[key] = call
+
+    def _open(self, uniqueid: str, queue: str, previous: _Call | None, at: datetime) -> _Call:
+        """A new visit after `previous` (None: the first one), installed as the latest."""
+        call = _Call(uniqueid, queue, 1 if previous is None else previous.visit + 1, at)
+        self._install(call)
+        return call
+
+    def _drop_dests(self, call: _Call) -> None:
+        for dest in call.dests:
+            if self._dests.get(dest) is call:
+                del self._dests[dest]
+
+    def _forget(self, call: _Call) -> None:
+        self._drop_dests(call)
+        del self._calls[(call.uniqueid, call.queue)]
+        queues = self._queues_of[call.uniqueid]
+        queues.remove(call.queue)
+        if not queues:
+            del self._queues_of[call.uniqueid]
+
+    def _call_for(self, fields: Mapping[str, str], at: datetime) -> _Call | None:
+        """The latest visit the event names, created if unknown: a queue event is evidence of a
+        call even when its join was lost or happened while we were away."""
+        uniqueid, queue = _text(fields, "Uniqueid"), _text(fields, "Queue")
+        if uniqueid is None or queue is None:
+            return None
+        call = self._calls.get((uniqueid, queue))
+        if call is None:
+            call = self._open(uniqueid, queue, None, at)
+        call.seen(at)
+        return call
+
+    def _abandon_outcome(self, wait_s: float | None) -> Outcome:
+        """A caller hangup is a rollover when its wait matches the upstream network's timer:
+        the network pulled the call to a backup centre (metrics-kpis-ops.md §6.3 item 5)."""
+        if (
+            self._upstream is not None
+            and wait_s is not None
+            and abs(wait_s - self._upstream) <= self._tolerance
+        ):
+            return Outcome.ROLLOVER
+        return Outcome.ABANDONED
+
+    def _settle_abandon(self, call: _Call, ended_at: datetime) -> None:
+        call.finish(self._abandon_outcome(call.wait_s), ended_at)
+
+    # -- event handlers ----------------------------------------------------------------------
+
+    def _join(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        uniqueid, queue = _text(fields, "Uniqueid"), _text(fields, "Queue")
+        if uniqueid is None or queue is None:
+            return []
+        changed: list[CallRecord] = []
+        previous = self._calls.get((uniqueid, queue))
+        if previous is not None:
+            previous.seen(at)
+            if previous.joined and previous.join_at == at:
+                return []  # the same event twice
+            if not previous.joined and not previous.refused:
+                if previous.is_open:
+                    # Its later events came first: this join belongs to the same visit.
+                    self._apply_join(previous, fields, at)
+                    return [self._emit(previous, at)]
+                if previous.ended_at is not None and at <= previous.ended_at:
+                    # Late join of a visit already closed: closed records do not change.
+                    previous.joined, previous.join_at = True, at
+                    return []
+            if previous.is_open:
+                # Re-entry while the old visit looks open: its end was lost.
+                previous.finish(Outcome.UNKNOWN, at)
+                changed.append(self._emit(previous, at))
+        call = self._open(uniqueid, queue, previous, at)
+        self._apply_join(call, fields, at)
+        changed.append(self._emit(call, at))
+        return changed
+
+    @staticmethod
+    def _apply_join(call: _Call, fields: Mapping[str, str], at: datetime) -> None:
+        call.joined, call.join_at = True, at
+        call.entered_at = at
+        call.position = _count(fields, "Position")
+        call.take_caller(fields)
+
+    def _called(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        dest = _text(fields, "DestUniqueid")
+        if dest is not None and dest in self._dests:
+            return []  # a repeat: one member leg is rung once
+        call = self._call_for(fields, at)
+        if call is None or not call.is_open:
+            return []
+        responder = _responder(fields)
+        if any(a.responder == responder and a.rang_at == at for a in call.attempts):
+            return []
+        if call.rank == _OPEN:
+            outcome = AttemptOutcome.RINGING
+        elif responder != call.answered_by:
+            outcome = AttemptOutcome.CANCELED  # reported late: answered elsewhere meanwhile
+        else:
+            return []
+        call.add_attempt(responder, at, outcome, dest)
+        if dest is not None:
+            self._dests[dest] = call
+        return [self._emit(call, at)]
+
+    def _dial_end(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        dest = _text(fields, "DestUniqueid")
+        call = self._dests.get(dest) if dest is not None else None
+        if call is None or dest is None or not call.is_open:
+            return []
+        call.seen(at)
+        outcome = _DIAL_OUTCOMES.get((_text(fields, "DialStatus") or "").upper())
+        index = call.dests[dest]
+        if outcome is None or call.attempts[index].outcome is not AttemptOutcome.RINGING:
+            return []  # ANSWER is AgentConnect's to record; a settled attempt stays settled
+        call.set_attempt(index, outcome, call.attempts[index].ring_ms)
+        return [self._emit(call, at)]
+
+    def _ring_no_answer(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        call = self._call_for(fields, at)
+        if call is None or not call.is_open:
+            return []
+        responder = _responder(fields)
+        ring_ms = _count(fields, "RingTime")  # milliseconds in this event
+        dest = _text(fields, "DestUniqueid")
+        index = call.find_attempt(dest, responder, AttemptOutcome.RINGING)
+        if index is None:
+            # DialEnd NOANSWER may have come first and left the ring time to fill in.
+            index = next(
+                (
+                    i
+                    for i in range(len(call.attempts) - 1, -1, -1)
+                    if call.attempts[i].responder == responder
+                    and call.attempts[i].outcome is AttemptOutcome.NOANSWER
+                    and call.attempts[i].ring_ms is None
+                ),
+                None,
+            )
+        if index is None:
+            rang_at = _minus(at, ring_ms / 1000 if ring_ms is not None else 0) or at
+            call.add_attempt(responder, rang_at, AttemptOutcome.NOANSWER, dest, ring_ms)
+            if dest is not None:
+                self._dests[dest] = call
+            return [self._emit(call, at)]
+        attempt = call.attempts[index]
+        if attempt.outcome is AttemptOutcome.RINGING or (
+            attempt.outcome is AttemptOutcome.NOANSWER
+            and attempt.ring_ms is None
+            and ring_ms is not None
+        ):
+            call.set_attempt(index, AttemptOutcome.NOANSWER, ring_ms)
+            return [self._emit(call, at)]
+        return []
+
+    def _connect(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        call = self._call_for(fields, at)
+        if call is None or call.rank != _OPEN:
+            return []
+        responder = _responder(fields)
+        hold = _count(fields, "HoldTime")
+        ring_s = _count(fields, "RingTime")  # seconds in this event
+        ring_ms = ring_s * 1000 if ring_s is not None else None
+        if call.entered_at is None:
+            call.entered_at = _minus(at, hold)
+        call.answered_at = at
+        call.answered_by = responder or None
+        call.wait_s = float(hold) if hold is not None else _between(call.entered_at, at)
+        call.provisional, call.abandon_at = False, None
+        index = call.find_attempt(_text(fields, "DestUniqueid"), responder, AttemptOutcome.RINGING)
+        if index is None:
+            rang_at = _minus(at, ring_s) or at
+            call.add_attempt(responder, rang_at, AttemptOutcome.ANSWERED, None, ring_ms)
+            index = len(call.attempts) - 1
+        else:
+            kept = ring_ms if ring_ms is not None else call.attempts[index].ring_ms
+            call.set_attempt(index, AttemptOutcome.ANSWERED, kept)
+        call.cancel_ringing(keep=index)
+        call.rank = _ANSWERED
+        return [self._emit(call, at)]
+
+    def _complete(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        call = self._call_for(fields, at)
+        if call is None or call.rank == _FINAL:
+            return []
+        responder = _responder(fields)
+        hold = _count(fields, "HoldTime")
+        talk = _count(fields, "TalkTime")
+        if call.answered_at is None:
+            call.answered_at = _minus(at, talk)
+        if call.answered_by is None:
+            call.answered_by = responder or None
+        responder = call.answered_by or responder
+        if call.entered_at is None:
+            call.entered_at = _minus(call.answered_at, hold)
+        if hold is not None:
+            call.wait_s = float(hold)
+        elif call.wait_s is None and call.answered_at is not None:
+            call.wait_s = _between(call.entered_at, call.answered_at)
+        call.talk_s = float(talk) if talk is not None else _between(call.answered_at, at)
+        if not any(a.outcome is AttemptOutcome.ANSWERED for a in call.attempts):
+            index = call.find_attempt(
+                _text(fields, "DestUniqueid"), responder, AttemptOutcome.RINGING
+            )
+            if index is None:
+                rang_at = call.answered_at or at
+                call.add_attempt(responder, rang_at, AttemptOutcome.ANSWERED)
+            else:
+                call.set_attempt(index, AttemptOutcome.ANSWERED, call.attempts[index].ring_ms)
+        transferred = (_text(fields, "Reason") or "").lower() == "transfer"
+        call.finish(Outcome.TRANSFERRED if transferred else Outcome.ANSWERED, at)
+        return [self._emit(call, at)]
+
+    def _dump(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        call = self._call_for(fields, at)
+        if call is None or call.rank != _OPEN:
+            return []
+        responder = _responder(fields)
+        dest = _text(fields, "DestUniqueid")
+        index = call.find_attempt(dest, responder, AttemptOutcome.RINGING)
+        if index is None:
+            call.add_attempt(responder, at, AttemptOutcome.CANCELED, dest)
+            if dest is not None:
+                self._dests[dest] = call
+        elif call.attempts[index].outcome is AttemptOutcome.RINGING:
+            call.set_attempt(index, AttemptOutcome.CANCELED, call.attempts[index].ring_ms)
+        else:
+            return []
+        return [self._emit(call, at)]
+
+    def _abandon(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        call = self._call_for(fields, at)
+        if call is None or call.rank != _OPEN or call.provisional:
+            return []
+        hold = _count(fields, "HoldTime")
+        if call.entered_at is None:
+            call.entered_at = _minus(at, hold)
+        if call.position is None:
+            call.position = _count(fields, "OriginalPosition")
+        # Provisional: Asterisk raises this for a hangup and for timeout, leaveempty and
+        # withdraw alike (asterisk-ami.md §3.2); Hangup, QueueResult or the grace decide.
+        call.provisional, call.abandon_at = True, at
+        call.wait_s = float(hold) if hold is not None else _between(call.entered_at, at)
+        return [self._emit(call, at)]
+
+    def _leave(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        uniqueid, queue = _text(fields, "Uniqueid"), _text(fields, "Queue")
+        call = self._calls.get((uniqueid, queue)) if uniqueid and queue else None
+        if call is not None:
+            call.seen(at)  # no outcome by itself, but the call is alive
+        return []
+
+    def _hangup(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        uniqueid = _text(fields, "Uniqueid")
+        queues = self._queues_of.get(uniqueid) if uniqueid is not None else None
+        if uniqueid is None or not queues:
+            return []  # Hangup fires for every channel, most of them no caller of ours
+        changed: list[CallRecord] = []
+        for queue in list(queues):
+            call = self._calls[(uniqueid, queue)]
+            if call.rank == _OPEN:
+                if call.provisional:
+                    self._settle_abandon(call, call.abandon_at or at)
+                else:  # the QueueCallerAbandon was lost
+                    if call.entered_at is not None:
+                        call.wait_s = _between(call.entered_at, at)
+                    call.finish(self._abandon_outcome(call.wait_s), at)
+            elif call.answered_at is not None and call.rank in (_ANSWERED, _UNKNOWN):
+                # AgentComplete lost (or not yet seen: it travels on the queue's topic).
+                call.talk_s = _between(call.answered_at, at)
+                call.finish(Outcome.ANSWERED, at)
+            else:
+                # Closed, or closed UNKNOWN unanswered: a hangup after an outage proves nothing
+                # about how the call left the queue.
+                continue
+            changed.append(self._emit(call, at))
+        return changed
+
+    def _queue_result(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        uniqueid, queue = _text(fields, "Uniqueid"), _text(fields, "Queue")
+        status = (_text(fields, "Status") or "").upper()
+        if uniqueid is None or queue is None:
+            return []
+        previous = self._calls.get((uniqueid, queue))
+        if status in _REFUSALS:
+            # Asterisk raises no queue event for a refused join (asterisk-ami.md §3.2): this
+            # is the only trace, and it is a visit of its own.
+            changed: list[CallRecord] = []
+            if previous is not None:
+                previous.seen(at)
+                if previous.refused and previous.entered_at == at:
+                    return []  # the same event twice
+                if previous.is_open:
+                    previous.finish(Outcome.UNKNOWN, at)
+                    changed.append(self._emit(previous, at))
+            call = self._open(uniqueid, queue, previous, at)
+            call.joined, call.join_at, call.refused = True, at, True
+            call.entered_at, call.wait_s = at, 0.0
+            call.take_caller(fields)
+            call.finish(Outcome.JOINEMPTY, at)
+            changed.append(self._emit(call, at))
+            return changed
+        outcome = _EXITS.get(status)
+        if outcome is None:
+            return []  # CONTINUE follows an answered call; anything else is not ours
+        call = previous if previous is not None else self._open(uniqueid, queue, None, at)
+        call.seen(at)
+        if call.rank == _FINAL or call.answered_at is not None:
+            return []  # an answer is the stronger fact
+        if call.campaign is None and call.caller_key is None:
+            call.take_caller(fields)
+        if call.wait_s is None:
+            call.wait_s = _between(call.entered_at, at)
+        call.finish(outcome, at)
+        return [self._emit(call, at)]
+
+    def _rollover(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        uniqueid, queue = _text(fields, "Uniqueid"), _text(fields, "Queue")
+        call = self._calls.get((uniqueid, queue)) if uniqueid and queue else None
+        if call is None or call.rolled_over:
+            return []
+        call.rolled_over = True  # the one change a closed record still takes
+        return [self._emit(call, at)]
+
+
+def _responder(fields: Mapping[str, str]) -> str:
+    return _text(fields, "MemberName") or _text(fields, "Interface") or ""

@@ -1,0 +1,219 @@
+"""Responder presence, pure: fold queue-member events into membership sessions and pause intervals,
+so logged-in and paused time can be reported per responder and per queue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+# Why a member joined or left a queue.
+JOIN_REASONS = ("shift", "exception", "drift_repair", "asterisk_restart", "restored", "external")
+LEAVE_REASONS = ("shift", "exception", "drift", "asterisk_restart", "external", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSession:
+    """A member's stay in a queue. Natural key: (queue, interface, joined_at)."""
+
+    queue: str
+    responder: str  # MemberName
+    interface: str
+    joined_at: datetime
+    left_at: datetime | None
+    join_reason: str  # one of JOIN_REASONS
+    leave_reason: str | None  # one of LEAVE_REASONS, None while present
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class PauseInterval:
+    """A pause of a member in a queue. Natural key: (queue, interface, started_at)."""
+
+    queue: str
+    responder: str
+    interface: str
+    started_at: datetime
+    ended_at: datetime | None
+    reason: str  # Asterisk's PausedReason, e.g. "Auto-Pause" or a supervisor's text
+    paused_by: str  # "hotline" or "external"
+    revision: int
+
+
+_Key = tuple[str, str]  # (queue, interface)
+_TICK = timedelta(microseconds=1)
+_CHANGES = {"join": JOIN_REASONS, "leave": LEAVE_REASONS}
+
+
+def _text(fields: Mapping[str, str], name: str) -> str | None:
+    value = fields.get(name)
+    if isinstance(value, str):
+        value = value.strip()
+        if value:
+            return value
+    return None
+
+
+def _flag(fields: Mapping[str, str], name: str) -> bool | None:
+    """Asterisk's 0/1 flags; anything else is no information."""
+    value = _text(fields, name)
+    return True if value == "1" else False if value == "0" else None
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.utcoffset() is not None else at.replace(tzinfo=UTC)
+
+
+class Presence:
+    """Folds QueueMemberAdded/Removed/Pause events and QueueStatus snapshots into sessions and
+    pause intervals. Every method returns the snapshots it changed, each with a higher revision.
+
+    Intervals of one (queue, interface) never overlap and never share a start: reordered events
+    are clamped forward, so the natural keys stay unique in the database.
+    """
+
+    def __init__(self) -> None:
+        self._sessions: dict[_Key, MemberSession] = {}  # open ones
+        self._pauses: dict[_Key, PauseInterval] = {}  # open ones
+        self._expected: dict[tuple[str, str, str], str] = {}  # (queue, interface, change)
+        # (start, end) of the last closed session / pause of each key: a new one starts after.
+        self._last_session: dict[_Key, tuple[datetime, datetime]] = {}
+        self._last_pause: dict[_Key, tuple[datetime, datetime]] = {}
+
+    def expect(self, queue: str, interface: str, change: str, reason: str) -> None:
+        """Announce hotline's own change before sending it, so its event is attributed to
+        `reason` rather than "external". A newer announcement replaces an unconsumed one (an
+        action that failed produces no event); an unknown change or reason is ignored."""
+        if reason in _CHANGES.get(change, ()):
+            self._expected[(queue, interface, change)] = reason
+
+    def feed(
+        self, name: str, fields: Mapping[str, str], at: datetime
+    ) -> list[MemberSession | PauseInterval]:
+        """Apply one member event (QueueMemberAdded, QueueMemberRemoved, QueueMemberPause);
+        return the sessions and pauses it opened or closed, in order. Other events are no-ops."""
+        queue, interface = _text(fields, "Queue"), _text(fields, "Interface")
+        if queue is None or interface is None:
+            return []
+        key = (queue, interface)
+        at = _aware(at)
+        responder = _text(fields, "MemberName") or interface
+        reason = _text(fields, "PausedReason") or ""
+        paused = _flag(fields, "Paused")
+        if name == "QueueMemberAdded":
+            join_reason = self._expected.pop((queue, interface, "join"), "external")
+            changed: list[MemberSession | PauseInterval] = []
+            if key not in self._sessions:
+                changed.append(self._join(key, responder, at, join_reason))
+            if paused is not None:
+                # The event carries the member's pause state at the time it was added.
+                start = max(at, self._sessions[key].joined_at)
+                changed += self._pause(key, responder, reason, start, paused)
+            return changed
+        if name == "QueueMemberRemoved":
+            leave_reason = self._expected.pop((queue, interface, "leave"), "external")
+            return self._leave(key, at, leave_reason)
+        if name == "QueueMemberPause" and paused is not None:
+            return self._pause(key, responder, reason, at, paused)
+        return []
+
+    def snapshot(
+        self, members: Iterable[tuple[str, str, str, bool, str]], at: datetime, restarted: bool
+    ) -> list[MemberSession | PauseInterval]:
+        """Align with the members Asterisk reports after a resync: (queue, interface,
+        member_name, paused, paused_reason). What changed unseen gets "asterisk_restart" if
+        Asterisk restarted, else "unknown" (gone) or "restored" (found)."""
+        at = _aware(at)
+        present: dict[_Key, tuple[str, bool, str]] = {}
+        for queue, interface, member_name, paused, paused_reason in members:
+            if queue and interface:
+                present[(queue, interface)] = (member_name or interface, paused, paused_reason)
+        changed: list[MemberSession | PauseInterval] = []
+        for key in [k for k in self._sessions if k not in present]:
+            changed += self._leave(key, at, "asterisk_restart" if restarted else "unknown")
+        for key in [k for k in self._pauses if k not in present]:
+            changed += self._unpause(key, at)
+        for key, (member_name, paused, paused_reason) in present.items():
+            if key not in self._sessions:
+                join_reason = "asterisk_restart" if restarted else "restored"
+                changed.append(self._join(key, member_name, at, join_reason))
+            start = max(at, self._sessions[key].joined_at)
+            changed += self._pause(key, member_name, paused_reason or "", start, paused)
+        # An announced change the snapshot already shows happened has lost its event.
+        for queue, interface, change in list(self._expected):
+            if ((queue, interface) in present) == (change == "join"):
+                del self._expected[(queue, interface, change)]
+        return changed
+
+    def restore(self, sessions: Iterable[MemberSession], pauses: Iterable[PauseInterval]) -> None:
+        """Continue the open sessions and pauses read back from the database after a restart."""
+        for session in sessions:
+            key = (session.queue, session.interface)
+            if session.left_at is None:
+                self._sessions[key] = session
+            else:
+                self._remember(self._last_session, key, session.joined_at, session.left_at)
+        for pause in pauses:
+            key = (pause.queue, pause.interface)
+            if pause.ended_at is None:
+                self._pauses[key] = pause
+            else:
+                self._remember(self._last_pause, key, pause.started_at, pause.ended_at)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _remember(
+        last: dict[_Key, tuple[datetime, datetime]], key: _Key, start: datetime, end: datetime
+    ) -> None:
+        if key not in last or start > last[key][0]:
+            last[key] = (start, end)
+
+    @staticmethod
+    def _start(last: tuple[datetime, datetime] | None, at: datetime) -> datetime:
+        """`at`, moved after the previous interval of the key if reordering put it before."""
+        if last is None:
+            return at
+        start = max(at, last[1])
+        return start if start > last[0] else last[0] + _TICK
+
+    def _join(self, key: _Key, responder: str, at: datetime, reason: str) -> MemberSession:
+        start = self._start(self._last_session.get(key), at)
+        session = MemberSession(key[0], responder, key[1], start, None, reason, None, 1)
+        self._sessions[key] = session
+        return session
+
+    def _leave(self, key: _Key, at: datetime, reason: str) -> list[MemberSession | PauseInterval]:
+        changed: list[MemberSession | PauseInterval] = list(self._unpause(key, at))
+        session = self._sessions.pop(key, None)
+        if session is not None:
+            end = max(at, session.joined_at)
+            self._remember(self._last_session, key, session.joined_at, end)
+            changed.append(
+                replace(session, left_at=end, leave_reason=reason, revision=session.revision + 1)
+            )
+        return changed
+
+    def _pause(
+        self, key: _Key, responder: str, reason: str, at: datetime, paused: bool
+    ) -> list[MemberSession | PauseInterval]:
+        if not paused:
+            return list(self._unpause(key, at))
+        current = self._pauses.get(key)
+        if current is not None and current.reason == reason:
+            return []  # Asterisk repeats QueueMemberPause for a repeated pause
+        changed: list[MemberSession | PauseInterval] = list(self._unpause(key, at))
+        start = self._start(self._last_pause.get(key), at)
+        # hotline never pauses members today, so every pause is someone else's.
+        pause = PauseInterval(key[0], responder, key[1], start, None, reason, "external", 1)
+        self._pauses[key] = pause
+        changed.append(pause)
+        return changed
+
+    def _unpause(self, key: _Key, at: datetime) -> list[PauseInterval]:
+        pause = self._pauses.pop(key, None)
+        if pause is None:
+            return []
+        end = max(at, pause.started_at)
+        self._remember(self._last_pause, key, pause.started_at, end)
+        return [replace(pause, ended_at=end, revision=pause.revision + 1)]
