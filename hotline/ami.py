@@ -13,7 +13,7 @@ import contextlib
 import enum
 import random
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,6 +86,8 @@ class LinkDown:
 
 
 Inbound = Event | LinkUp | LinkDown
+# Applied to every event and list item before it leaves this module (privacy.py's allow-list).
+Scrub = Callable[[Mapping[str, str]], dict[str, str]]
 
 
 class Observer(Protocol):
@@ -190,8 +192,10 @@ class AmiLink:
         settings: LinkSettings,
         inbox: asyncio.Queue[Inbound],
         observer: Observer,
+        scrub: Scrub = dict,
     ) -> None:
         self.settings = settings
+        self.scrub = scrub
         self.inbox = inbox
         self.observer = observer
         self.state = "disconnected"
@@ -378,7 +382,7 @@ class AmiLink:
         except _LinkLost:
             reply = Reply(Result.DISCONNECTED, "connection lost")
         else:
-            reply = _reply(message)
+            reply = _reply(message, self.scrub)
         finally:
             self._pending.discard(future)
         if name != "Login":
@@ -394,7 +398,7 @@ class AmiLink:
         # The one synchronous callback (B6): it must not raise, and it only enqueues.
         if manager is not self._manager:
             return
-        fields = _fields(message)
+        fields = self.scrub(_fields(message))
         name = fields.get("Event", "")
         event = Event(name, fields, asyncio.get_running_loop().time())
         self._deliver(event)
@@ -423,11 +427,11 @@ class AmiLink:
         log.warning("ami_malformed_message", header_names=keys, size=len(text))
 
 
-def _reply(message: Message | list[Message]) -> Reply:
+def _reply(message: Message | list[Message], scrub: Scrub) -> Reply:
     if isinstance(message, list):
         head, items = message[0], message[1:]
         events = tuple(
-            _fields(m) for m in items if not str(m.get("Event", "")).endswith("Complete")
+            scrub(_fields(m)) for m in items if not str(m.get("Event", "")).endswith("Complete")
         )
         return Reply(Result.SUCCESS, str(head.get("Message", "")), events)
     text = str(message.get("Message", "")).strip()
