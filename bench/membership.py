@@ -58,7 +58,7 @@ async def one_run(pbx: Pbx, workdir: Path) -> float:
         task = asyncio.create_task(
             daemon.run(
                 config,
-                pbx.secret,
+                daemon.Secrets(pbx.secret),
                 SystemClock(),
                 stop,
                 registry=CollectorRegistry(),

@@ -42,10 +42,11 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class SecretRef:
-    """Where the AMI secret lives; it is read when needed, never kept in the configuration."""
+    """Where a secret lives; it is read when needed, never kept in the configuration."""
 
     file: Path | None
     env: str | None
+    setting: str = "ami"  # the config section, for messages
 
     def read(self) -> str:
         # Messages name the source, never the value: they end up in logs and on terminals.
@@ -54,22 +55,38 @@ class SecretRef:
                 text = self.file.read_text(encoding="utf-8")
             except OSError as error:
                 reason = error.strerror or type(error).__name__
-                raise ConfigError([f"ami.secret_file: cannot read {self.file}: {reason}"]) from None
+                raise ConfigError(
+                    [f"{self.setting}.{self._file_key}: cannot read {self.file}: {reason}"]
+                ) from None
             except UnicodeDecodeError:
                 # `from None`: the decode error carries the secret's bytes.
-                raise ConfigError([f"ami.secret_file: {self.file} is not UTF-8 text"]) from None
+                raise ConfigError(
+                    [f"{self.setting}.{self._file_key}: {self.file} is not UTF-8 text"]
+                ) from None
             secret = text.rstrip("\r\n")
             if not secret:
-                raise ConfigError([f"ami.secret_file: {self.file} is empty"])
+                raise ConfigError([f"{self.setting}.{self._file_key}: {self.file} is empty"])
             return secret
         if self.env is not None:
             value = os.environ.get(self.env)
             if value is None:
-                raise ConfigError([f"ami.secret_env: environment variable {self.env} is not set"])
+                raise ConfigError(
+                    [f"{self.setting}.{self._env_key}: environment variable {self.env} is not set"]
+                )
             if not value:
-                raise ConfigError([f"ami.secret_env: environment variable {self.env} is empty"])
+                raise ConfigError(
+                    [f"{self.setting}.{self._env_key}: environment variable {self.env} is empty"]
+                )
             return value
-        raise ConfigError(["ami: neither secret_file nor secret_env is set"])
+        raise ConfigError([f"{self.setting}: neither {self._file_key} nor {self._env_key} is set"])
+
+    @property
+    def _file_key(self) -> str:
+        return "secret_file" if self.setting == "ami" else "password_file"
+
+    @property
+    def _env_key(self) -> str:
+        return "secret_env" if self.setting == "ami" else "password_env"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +112,39 @@ class ReconcileSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    dsn: str  # without the password, which comes from `password`
+    password: SecretRef | None
+    spool_dir: Path
+    spool_max_bytes: int
+    retention_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacySettings:
+    keys_file: Path
+    default_country_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    abandon_grace_s: float
+    stale_after_s: float
+    upstream_rollover_after_s: float | None
+    upstream_tolerance_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     roster: Roster
     ami: AmiSettings
     http: HttpSettings
     reconcile: ReconcileSettings
+    # Call recording is on when a database is configured; it then needs the pseudonym keys.
+    database: DatabaseSettings | None = None
+    privacy: PrivacySettings | None = None
+    calls: CallSettings = CallSettings(5.0, 6 * 3600.0, None, 2.0)
 
 
 def load_config(path: Path) -> Config:
@@ -373,6 +417,27 @@ class _ReconcileModel(_Section):
     resync_interval: _Seconds = 60.0
 
 
+class _DatabaseModel(_Section):
+    dsn: _Text
+    password_file: _Text | None = None
+    password_env: _EnvName | None = None
+    spool_dir: _Text = "/var/lib/hotline/spool"
+    spool_max_bytes: Annotated[int, Field(ge=1_000_000)] = 256 * 1024 * 1024
+    retention_days: Annotated[int, Field(ge=1)] = 395
+
+
+class _PrivacyModel(_Section):
+    keys_file: _Text
+    default_country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "1"
+
+
+class _CallsModel(_Section):
+    abandon_grace: _Seconds = 5.0
+    stale_after: _Seconds = 6 * 3600.0
+    upstream_rollover_after: _Seconds | None = None
+    upstream_tolerance: _Seconds = 2.0
+
+
 class _QueueModel(_Section):
     min_responders: _Count = 1
 
@@ -404,6 +469,9 @@ class _ConfigModel(_Section):
     ami: _AmiModel
     http: _HttpModel = Field(default_factory=_HttpModel)
     reconcile: _ReconcileModel = Field(default_factory=_ReconcileModel)
+    database: _DatabaseModel | None = None
+    privacy: _PrivacyModel | None = None
+    calls: _CallsModel = Field(default_factory=_CallsModel)
     queues: Annotated[
         dict[_Name, Annotated[_QueueModel, BeforeValidator(_empty_if_null)]], Field(min_length=1)
     ]
@@ -521,6 +589,21 @@ def _cross_reference_problems(data: object) -> list[_Problem]:
         secrets = [key for key in ("secret_file", "secret_env") if ami.get(key) is not None]
         if len(secrets) != 1:
             problems.append((("ami",), "set exactly one of secret_file and secret_env", None))
+    database = data.get("database")
+    if isinstance(database, dict):
+        passwords = [k for k in ("password_file", "password_env") if database.get(k) is not None]
+        if len(passwords) > 1:
+            problems.append(
+                (("database",), "set at most one of password_file and password_env", None)
+            )
+        if data.get("privacy") is None:
+            problems.append(
+                (
+                    ("database",),
+                    "call recording needs privacy.keys_file for caller pseudonyms",
+                    None,
+                )
+            )
     queues = data.get("queues")
     responders = data.get("responders")
     known_queues = list(queues) if isinstance(queues, dict) else None
@@ -687,6 +770,37 @@ def _convert(model: _ConfigModel, path: Path) -> Config:
         ),
         http=HttpSettings(host=model.http.listen[0], port=model.http.listen[1]),
         reconcile=ReconcileSettings(resync_interval_s=model.reconcile.resync_interval),
+        database=_database(model.database, path.parent),
+        privacy=(
+            PrivacySettings(
+                keys_file=path.parent / model.privacy.keys_file,
+                default_country_code=model.privacy.default_country_code,
+            )
+            if model.privacy is not None
+            else None
+        ),
+        calls=CallSettings(
+            abandon_grace_s=model.calls.abandon_grace,
+            stale_after_s=model.calls.stale_after,
+            upstream_rollover_after_s=model.calls.upstream_rollover_after,
+            upstream_tolerance_s=model.calls.upstream_tolerance,
+        ),
+    )
+
+
+def _database(db: _DatabaseModel | None, base: Path) -> DatabaseSettings | None:
+    if db is None:
+        return None
+    password = None
+    if db.password_file is not None or db.password_env is not None:
+        file = base / db.password_file if db.password_file is not None else None
+        password = SecretRef(file=file, env=db.password_env, setting="database")
+    return DatabaseSettings(
+        dsn=db.dsn,
+        password=password,
+        spool_dir=base / db.spool_dir,
+        spool_max_bytes=db.spool_max_bytes,
+        retention_days=db.retention_days,
     )
 
 

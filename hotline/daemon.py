@@ -6,6 +6,8 @@ import asyncio
 import signal
 import sys
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -13,62 +15,139 @@ from prometheus_client import CollectorRegistry
 from hotline import http
 from hotline import log as logging_setup
 from hotline.ami import AmiLink, Event, Inbound, LinkDown, LinkSettings, LinkUp
+from hotline.calls import CallBook
 from hotline.config import Config, ConfigError
 from hotline.membership import Clock, MembershipKeeper, SystemClock
 from hotline.metrics import Metrics
+from hotline.presence import Presence
+from hotline.privacy import KeyFileError, Pseudonymiser, allow_listed, load_keys
+from hotline.recording import Recording
+from hotline.spool import Spool
+from hotline.store import SchemaError, Store, StoreUnavailable
 
 log = structlog.get_logger("hotline.daemon")
 
 EXIT_CONFIG = 78
 # Bound on events waiting for the consumer; overflow forces a resync instead of blocking the reader.
 _INBOX_SIZE = 50_000
+_RESTORE_TIMEOUT_S = 10.0
+_RETENTION_EVERY_S = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What the daemon reads from credentials at start; never logged."""
+
+    ami: str
+    pseudonymiser: Pseudonymiser | None = None
+    database_dsn: str | None = None
+
+
+class StartupError(Exception):
+    """The daemon cannot run as configured (exit 78: restarting would not help)."""
 
 
 def main(config: Config) -> int:
-    """`hotline run`: exit 0 after SIGTERM/SIGINT, 78 if the config's secret cannot be read."""
+    """`hotline run`: exit 0 after SIGTERM/SIGINT, 78 for a secret that cannot be read or a
+    database schema this version does not know."""
     logging_setup.configure()
     try:
-        secret = config.ami.secret.read()
-    except ConfigError as exc:
-        for problem in exc.problems:
+        secrets = read_secrets(config)
+        asyncio.run(_main(config, secrets))
+    except (ConfigError, StartupError) as exc:
+        for problem in getattr(exc, "problems", None) or [str(exc)]:
             print(f"{config.path}: {problem}", file=sys.stderr)
         return EXIT_CONFIG
-    asyncio.run(_main(config, secret))
     return 0
 
 
-async def _main(config: Config, secret: str) -> None:
+def read_secrets(config: Config) -> Secrets:
+    ami = config.ami.secret.read()
+    if config.database is None or config.privacy is None:
+        return Secrets(ami)
+    path = config.privacy.keys_file
+    try:
+        keys = load_keys(path.read_text(encoding="utf-8"), config.privacy.default_country_code)
+    except OSError as exc:
+        raise ConfigError([f"privacy.keys_file: cannot read {path}: {exc.strerror}"]) from None
+    except (KeyFileError, UnicodeDecodeError) as exc:
+        # Never the exception's own text for a decode error: it quotes the bytes.
+        reason = str(exc) if isinstance(exc, KeyFileError) else "not UTF-8 text"
+        raise ConfigError([f"privacy.keys_file: {path}: {reason}"]) from None
+    dsn = config.database.dsn
+    if config.database.password is not None:
+        dsn = _with_password(dsn, config.database.password.read())
+    return Secrets(ami, keys, dsn)
+
+
+def _with_password(dsn: str, password: str) -> str:
+    parts = urlsplit(dsn)
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def _main(config: Config, secrets: Secrets) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(config, secret, SystemClock(), stop)
+    await run(config, secrets, SystemClock(), stop)
 
 
 class Daemon:
     """The wired components, exposed so tests can look inside a running daemon."""
 
     def __init__(
-        self, config: Config, secret: str, clock: Clock, registry: CollectorRegistry
+        self, config: Config, secrets: Secrets, clock: Clock, registry: CollectorRegistry
     ) -> None:
         self.config = config
+        self.clock = clock
         self.metrics = Metrics(registry, config.roster.queues)
         self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=_INBOX_SIZE)
+        # Caller data is replaced or dropped in the AMI callback, before anything is queued.
+        pseudonymiser = secrets.pseudonymiser
         self.link = AmiLink(
             LinkSettings(
                 host=config.ami.host,
                 port=config.ami.port,
                 username=config.ami.username,
-                secret=secret,
+                secret=secrets.ami,
                 action_timeout_s=config.ami.action_timeout_s,
                 ping_interval_s=config.ami.ping_interval_s,
                 ping_timeout_s=config.ami.ping_timeout_s,
             ),
             self.inbox,
             self.metrics,
+            scrub=pseudonymiser.scrub if pseudonymiser is not None else allow_listed,
         )
+        self.store: Store | None = None
+        self.recording: Recording | None = None
+        if config.database is not None and secrets.database_dsn is not None:
+            self.store = Store(
+                secrets.database_dsn,
+                Spool(config.database.spool_dir, config.database.spool_max_bytes),
+                self.metrics,
+            )
+            calls = config.calls
+            book = CallBook(
+                abandon_grace_s=calls.abandon_grace_s,
+                stale_after_s=calls.stale_after_s,
+                upstream_rollover_after_s=calls.upstream_rollover_after_s,
+                upstream_tolerance_s=calls.upstream_tolerance_s,
+            )
+            # Call times are Asterisk's event timestamps, so their grace periods and stale bounds
+            # run on the wall clock, whatever clock drives the roster (tests drive that one).
+            self.recording = Recording(book, Presence(), self.store, SystemClock(), self.metrics)
         self.keeper = MembershipKeeper(
-            config.roster, self.link, clock, self.metrics, config.reconcile.resync_interval_s
+            config.roster,
+            self.link,
+            clock,
+            self.metrics,
+            config.reconcile.resync_interval_s,
+            on_status=self.recording.on_status if self.recording else None,
+            on_change=self.recording.expect if self.recording else None,
         )
 
     def not_ready(self) -> list[str]:
@@ -77,7 +156,37 @@ class Daemon:
             reasons.append(f"AMI not live ({self.link.state}): {self.link.last_error}")
         elif not self.keeper.in_sync:
             reasons.append(f"membership not in sync: {self.keeper.last_problem}")
+        if self.store is not None and (problem := self.store.status()):
+            reasons.append(f"call records: {problem}")
         return reasons
+
+    async def restore(self) -> None:
+        """Continue the calls and sessions that were open when the daemon last stopped. Postgres
+        being away is not fatal (records spool); a schema this version does not know is."""
+        if self.store is None or self.recording is None:
+            return
+        try:
+            async with asyncio.timeout(_RESTORE_TIMEOUT_S):
+                calls, sessions, pauses = await self.store.load_open()
+        except SchemaError as exc:
+            raise StartupError(f"database: {exc}") from None
+        except (StoreUnavailable, TimeoutError) as exc:
+            log.warning("restore_skipped", reason=str(exc) or "postgres did not answer in time")
+            return
+        self.recording.restore(calls, sessions, pauses)
+        log.info("restored", calls=len(calls), sessions=len(sessions), pauses=len(pauses))
+
+    async def run_retention(self) -> None:
+        """Delete records past the retention period, once a day."""
+        assert self.store is not None
+        assert self.config.database is not None
+        while True:
+            try:
+                deleted = await self.store.purge(self.config.database.retention_days)
+            except StoreUnavailable:
+                deleted = None
+            log.info("retention_purged", rows=deleted, days=self.config.database.retention_days)
+            await asyncio.sleep(_RETENTION_EVERY_S)
 
     async def consume(self) -> None:
         """The one consumer of AMI events, in arrival order."""
@@ -87,6 +196,8 @@ class Daemon:
                 self.keeper.wake("overflow")
             if isinstance(item, Event):
                 self.keeper.on_event(item)
+                if self.recording is not None:
+                    self.recording.on_event(item)
             elif isinstance(item, LinkUp):
                 self.keeper.wake("connect")
             elif isinstance(item, LinkDown):
@@ -95,7 +206,7 @@ class Daemon:
 
 async def run(
     config: Config,
-    secret: str,
+    secrets: Secrets,
     clock: Clock,
     stop: asyncio.Event,
     *,
@@ -103,7 +214,8 @@ async def run(
     started: asyncio.Future[Daemon] | None = None,
 ) -> None:
     """Run until `stop` is set."""
-    daemon = Daemon(config, secret, clock, registry or CollectorRegistry())
+    daemon = Daemon(config, secrets, clock, registry or CollectorRegistry())
+    await daemon.restore()
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(
             http.serve(
@@ -124,10 +236,19 @@ async def run(
                 tasks.create_task(daemon.keeper.run_rounds(), name="reconcile"),
                 tasks.create_task(daemon.keeper.run_timer(), name="shift-timer"),
             ]
+            if daemon.store is not None and daemon.recording is not None:
+                running += [
+                    tasks.create_task(daemon.store.run(), name="store-writer"),
+                    tasks.create_task(daemon.recording.run_ticks(), name="call-ticks"),
+                    tasks.create_task(daemon.run_retention(), name="retention"),
+                ]
             if started is not None:
                 started.set_result(daemon)
             await stop.wait()
             log.info("daemon_stopping")
             for task in running:
                 task.cancel()
+        if daemon.store is not None:
+            # Whatever is still in memory goes to Postgres or, failing that, to the spool.
+            await daemon.store.close()
     log.info("daemon_stopped")

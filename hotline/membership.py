@@ -8,8 +8,9 @@ member change it did not cause, a call ending for a member due to leave, and a p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -68,6 +69,12 @@ class Observer(Protocol):
     ) -> None: ...
 
 
+# Called with every QueueStatus list read and the triggers of its round.
+StatusListener = Callable[[list[Mapping[str, str]], set[str]], None]
+# Called before each change is sent: (queue, interface, "join" | "leave", reason).
+ChangeListener = Callable[[str, str, str, str], None]
+
+
 class MembershipKeeper:
     def __init__(
         self,
@@ -76,7 +83,14 @@ class MembershipKeeper:
         clock: Clock,
         observer: Observer,
         resync_interval_s: float,
+        *,
+        on_status: StatusListener | None = None,
+        on_change: ChangeListener | None = None,
     ) -> None:
+        self.on_status = on_status
+        self.on_change = on_change
+        # The roster without exceptions: tells a shift change from an exception's.
+        self._shifts_only = dataclasses.replace(rost, exceptions=())
         self.roster = rost
         self.link = link
         self.clock = clock
@@ -162,6 +176,8 @@ class MembershipKeeper:
             self.last_problem = f"QueueStatus failed: {status.result.value} {status.message}"
             log.warning("reconcile_read_failed", result=status.result.value, error=status.message)
             return False, False
+        if self.on_status is not None:
+            self.on_status(list(status.items), triggers)
         actual = [
             reconcile.member_from_status(item)
             for item in status.items
@@ -184,6 +200,8 @@ class MembershipKeeper:
             penalties=sum(isinstance(a, SetPenalty) for a in plan.actions),
             leaving=len(plan.deferred),
         )
+        if self.on_change is not None:
+            self._announce(plan.actions, triggers, now)
         window = asyncio.Semaphore(_WINDOW)
         results = await asyncio.gather(*(self._apply(a, window) for a in plan.actions))
         failed = [
@@ -196,6 +214,24 @@ class MembershipKeeper:
             f"{len(failed)} membership actions failed, e.g. {failed[0]}" if failed else ""
         )
         return not failed, True
+
+    def _announce(self, actions: tuple[Action, ...], triggers: set[str], now: datetime) -> None:
+        """Tell presence why each member is about to join or leave."""
+        assert self.on_change is not None
+        by_shift = roster.on_duty(self._shifts_only, now)
+        for action in actions:
+            if isinstance(action, SetPenalty):
+                continue
+            joining = isinstance(action, Add)
+            if "drift" in triggers and joining:
+                reason = "drift_repair"
+            elif "connect" in triggers and joining:
+                reason = "asterisk_restart"
+            elif (action.member_name in by_shift) != joining:
+                reason = "exception"  # the shifts alone would have done the opposite
+            else:
+                reason = "shift"
+            self.on_change(action.queue, action.interface, "join" if joining else "leave", reason)
 
     async def _apply(self, action: Action, window: asyncio.Semaphore) -> tuple[Action, Reply]:
         async with window:

@@ -28,6 +28,15 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 # Actions we send; anything else is reported as "other" so the label set stays bounded.
 _ACTIONS = ("Ping", "QueueAdd", "QueueRemove", "QueuePenalty", "QueuePause", "QueueStatus")
 _ROUND_RESULTS = ("ok", "failed", "skipped")
+# Events counted by name; any other name is "other" (docs metrics-kpis-ops.md §2.4).
+_EVENTS = (
+    "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled",
+    "AgentRingNoAnswer", "AgentConnect", "AgentComplete", "AgentDump", "DialEnd", "Hangup",
+    "UserEvent", "QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause",
+    "QueueMemberPenalty", "QueueMemberStatus", "QueueMemberRinginuse", "FullyBooted", "Reload",
+    "Shutdown",
+)  # fmt: skip
+_TABLES = ("calls", "member_sessions", "pauses")
 
 
 class Metrics:
@@ -137,6 +146,54 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.events = Counter(
+            "hotline_events_received", "AMI events received, by name", ["event"], registry=r
+        )
+        for name in (*_EVENTS, "other"):
+            self.events.labels(name)
+        self.dropped_total = Counter(
+            "hotline_events_dropped",
+            "Events or records lost, by reason; must stay 0",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("spool_full", "invalid", "handler_error", "queue_full"):
+            self.dropped_total.labels(reason)
+        self.calls_open = Gauge(
+            "hotline_calls_open", "Call records not yet closed (waiting or talking)", registry=r
+        )
+        self.db_up_gauge = Gauge(
+            "hotline_db_up", "1 when the last write to Postgres succeeded", registry=r
+        )
+        self.db_write_seconds = Histogram(
+            "hotline_db_write_duration_seconds",
+            "Batch upsert latency",
+            ["op"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.db_errors = Counter(
+            "hotline_db_write_errors", "Failed writes by kind", ["kind"], registry=r
+        )
+        for kind in ("connection", "timeout", "constraint", "other"):
+            self.db_errors.labels(kind)
+        self.db_rows = Counter("hotline_db_rows_written", "Rows upserted", ["table"], registry=r)
+        self.db_duplicates = Counter(
+            "hotline_db_duplicates",
+            "Records not applied because the stored row was as new or newer (replays)",
+            ["table"],
+            registry=r,
+        )
+        for table in _TABLES:
+            self.db_rows.labels(table)
+            self.db_duplicates.labels(table)
+        self.backlog_events = Gauge(
+            "hotline_db_backlog_events", "Records not yet in Postgres", ["location"], registry=r
+        )
+        self.backlog_age = Gauge(
+            "hotline_db_backlog_age_seconds", "Age of the oldest unwritten record", registry=r
+        )
+        self.spool_bytes = Gauge("hotline_spool_bytes", "On-disk spool size", registry=r)
         for q in self.queues:
             for gauge in (self.scheduled, self.logged_in, self.deferred, self.foreign):
                 gauge.labels(q)
@@ -169,6 +226,38 @@ class Metrics:
 
     def inbox_overflow(self) -> None:
         self.inbox_overflows.inc()
+
+    # -- recording and store observer ---------------------------------------------------------
+
+    def event_received(self, name: str) -> None:
+        self.events.labels(name if name in _EVENTS else "other").inc()
+
+    def dropped_events(self, reason: str, n: int = 1) -> None:
+        self.dropped_total.labels(reason).inc(n)
+
+    def db_up(self, up: bool) -> None:
+        self.db_up_gauge.set(1 if up else 0)
+
+    def write_done(self, op: str, rows: int, seconds: float) -> None:
+        self.db_write_seconds.labels(op).observe(seconds)
+        if op in _TABLES:
+            self.db_rows.labels(op).inc(rows)
+
+    def write_error(self, kind: str) -> None:
+        self.db_errors.labels(kind).inc()
+
+    def duplicates(self, table: str, n: int) -> None:
+        if table in _TABLES:
+            self.db_duplicates.labels(table).inc(n)
+
+    def backlog(self, memory: int, spool: int, oldest_age_s: float, spool_bytes: int) -> None:
+        self.backlog_events.labels("memory").set(memory)
+        self.backlog_events.labels("spool").set(spool)
+        self.backlog_age.set(oldest_age_s)
+        self.spool_bytes.set(spool_bytes)
+
+    def dropped(self, reason: str, n: int) -> None:
+        self.dropped_events(reason, n)
 
     # -- membership keeper observer ----------------------------------------------------------
 

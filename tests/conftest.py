@@ -58,6 +58,7 @@ async def start_daemon(pbx: Pbx, tmp_path: Path) -> AsyncIterator[StartDaemon]:
         clock: ManualClock,
         resync_interval: float = 60,
         ami_port: int | None = None,
+        extra: str = "",
     ) -> daemon.Daemon:
         secret_file = tmp_path / "ami-secret"
         secret_file.write_text(pbx.secret)
@@ -65,12 +66,13 @@ async def start_daemon(pbx: Pbx, tmp_path: Path) -> AsyncIterator[StartDaemon]:
             f"ami: {{host: 127.0.0.1, port: {ami_port or pbx.ami_port}, username: hotline,"
             f" secret_file: {secret_file}, ping_interval: 1, ping_timeout: 1}}\n"
             f'http: {{listen: "127.0.0.1:{free_port()}"}}\n'
-            f"reconcile: {{resync_interval: {resync_interval}}}\n" + roster
+            f"reconcile: {{resync_interval: {resync_interval}}}\n" + extra + roster
         )
         config = parse_config(text, tmp_path / "hotline.yaml")
         stop = asyncio.Event()
         started: asyncio.Future[daemon.Daemon] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(daemon.run(config, pbx.secret, clock, stop, started=started))
+        secrets = daemon.read_secrets(config)
+        task = asyncio.create_task(daemon.run(config, secrets, clock, stop, started=started))
         waiting: set[asyncio.Future[object]] = {started, task}  # type: ignore[arg-type]
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if task in done:

@@ -1,0 +1,137 @@
+"""Recording: AMI events (already scrubbed of caller data) folded into call records and member
+sessions, handed to the store. Runs inside the event consumer, so it never blocks or awaits."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from hotline.ami import Event
+from hotline.calls import CallBook, CallRecord
+from hotline.membership import Clock
+from hotline.presence import MemberSession, PauseInterval, Presence
+
+log = structlog.get_logger("hotline.recording")
+
+Record = CallRecord | MemberSession | PauseInterval
+# Caller events whose record key needs Queue and Uniqueid; anything else is not ours to judge.
+_CALLER_EVENTS = frozenset(
+    {
+        "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled",
+        "AgentRingNoAnswer", "AgentConnect", "AgentComplete", "AgentDump",
+    }
+)  # fmt: skip
+_MEMBER_EVENTS = frozenset({"QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause"})
+_TICK_S = 1.0
+
+
+class Sink(Protocol):
+    def submit(self, record: Record) -> None: ...
+
+
+class Observer(Protocol):
+    def event_received(self, name: str) -> None: ...
+    def dropped_events(self, reason: str, n: int = 1) -> None: ...
+
+
+class Recording:
+    def __init__(
+        self, book: CallBook, presence: Presence, sink: Sink, clock: Clock, observer: Observer
+    ) -> None:
+        self.book = book
+        self.presence = presence
+        self.sink = sink
+        self.clock = clock
+        self.observer = observer
+        self._boot: datetime | None = None  # when Asterisk last started, from FullyBooted
+        self._restarted = False
+
+    def restore(
+        self,
+        calls: Iterable[CallRecord],
+        sessions: Iterable[MemberSession],
+        pauses: Iterable[PauseInterval],
+    ) -> None:
+        """Open records read back from the database after a restart of the daemon."""
+        self.book.restore(calls)
+        self.presence.restore(sessions, pauses)
+
+    def on_event(self, event: Event) -> None:
+        name = event.name
+        self.observer.event_received(name)
+        fields = event.fields
+        if name in _CALLER_EVENTS and not (fields.get("Queue") and fields.get("Uniqueid")):
+            # Counted and logged by field names only: values could identify a caller.
+            self.observer.dropped_events("invalid")
+            log.warning("ami_event_invalid", ami_event=name, field_names=sorted(fields))
+            return
+        at = self._event_time(fields)
+        if name == "FullyBooted":
+            self._note_boot(fields, at)
+        self._submit(self.book.feed(name, fields, at))
+        if name in _MEMBER_EVENTS:
+            self._submit(self.presence.feed(name, fields, at))
+
+    def on_status(self, items: list[Mapping[str, str]], triggers: set[str]) -> None:
+        """After a QueueStatus read: on (re)connect, close what ended while we were away."""
+        if "connect" not in triggers:
+            return
+        now = self.clock.now()
+        waiting = [
+            (i.get("Queue", ""), i.get("Uniqueid", ""))
+            for i in items
+            if i.get("Event") == "QueueEntry"
+        ]
+        members = [
+            (
+                i.get("Queue", ""),
+                i.get("Location", ""),
+                i.get("Name", ""),
+                i.get("Paused") == "1",
+                i.get("PausedReason", ""),
+            )
+            for i in items
+            if i.get("Event") == "QueueMember"
+        ]
+        self._submit(self.book.resync(waiting, now))
+        self._submit(self.presence.snapshot(members, now, restarted=self._restarted))
+
+    def expect(self, queue: str, interface: str, change: str, reason: str) -> None:
+        self.presence.expect(queue, interface, change, reason)
+
+    async def run_ticks(self) -> None:
+        """Close provisional abandons after their grace, and stale records after their bound."""
+        while True:
+            await asyncio.sleep(_TICK_S)
+            self._submit(self.book.tick(self.clock.now()))
+
+    @property
+    def restarted(self) -> bool:
+        return self._restarted
+
+    def _submit(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self.sink.submit(record)
+
+    def _event_time(self, fields: Mapping[str, str]) -> datetime:
+        # Asterisk's own Timestamp (timestampevents=yes) is when it happened, not when we read it.
+        stamp = fields.get("Timestamp")
+        if stamp:
+            try:
+                return datetime.fromtimestamp(float(stamp), UTC)
+            except (ValueError, OverflowError, OSError):
+                pass
+        return self.clock.now()
+
+    def _note_boot(self, fields: Mapping[str, str], at: datetime) -> None:
+        try:
+            boot = at - timedelta(seconds=float(fields.get("Uptime", "")))
+        except ValueError:
+            return
+        # Uptime has 1 s resolution: only a clear move of the boot time is a restart.
+        self._restarted = self._boot is not None and abs((boot - self._boot).total_seconds()) > 5
+        self._boot = boot
