@@ -4,6 +4,7 @@ run the daemon. Commands return exit codes; only `hotline/__main__.py` exits the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from hotline.config import Config, ConfigError, load_config
 from hotline.roster import DesiredMember, Roster, desired_at, next_change, resolve_local
 
 EXIT_OK = 0
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 # sysexits' EX_CONFIG; the systemd unit lists it in RestartPreventExitStatus, so a bad
 # configuration stops the service instead of restarting it in a loop.
@@ -80,6 +82,66 @@ def _run(args: argparse.Namespace) -> int:
     from hotline import daemon  # noqa: PLC0415
 
     return daemon.main(config)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from hotline import daemon, store  # noqa: PLC0415 - see _run
+
+    dsn = _dsn(config, daemon.database_dsn)
+    if dsn is None:
+        return EXIT_CONFIG
+    try:
+        applied = asyncio.run(store.migrate(dsn))
+    except store.SchemaError as error:
+        print(f"hotline migrate: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except store.StoreUnavailable as error:
+        print(f"hotline migrate: cannot reach the database: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    if applied:
+        print(f"applied {', '.join(applied)}; schema version {store.SCHEMA_VERSION}")
+    else:
+        print(f"already at schema version {store.SCHEMA_VERSION}; nothing to do")
+    return EXIT_OK
+
+
+def _purge(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from hotline import daemon, store  # noqa: PLC0415 - see _run
+
+    dsn = _dsn(config, daemon.database_dsn)
+    if dsn is None or config.database is None:
+        return EXIT_CONFIG
+    days = args.older_than_days or config.database.retention_days
+    print(f"deleting records closed more than {days} days ago ...", file=sys.stderr)
+    try:
+        deleted = asyncio.run(store.purge(dsn, days))
+    except store.SchemaError as error:
+        print(f"hotline purge: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except store.StoreUnavailable as error:
+        print(f"hotline purge: cannot reach the database: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"deleted {deleted} rows older than {days} days")
+    return EXIT_OK
+
+
+def _dsn(config: Config, resolve: Callable[[Config], str | None]) -> str | None:
+    """The database DSN, or None once the reason is on stderr."""
+    try:
+        dsn = resolve(config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"{config.path}: {problem}", file=sys.stderr)
+        return None
+    if dsn is None:
+        print(f"{config.path}: database: not configured (no call recording)", file=sys.stderr)
+    return dsn
 
 
 def _load(path: Path) -> Config | None:
@@ -242,6 +304,26 @@ def _parser() -> _Parser:
         "--json",
         action="store_true",
         help='print JSON: {"at": ..., "queues": {queue: [{"responder", "interface", "penalty"}]}}',
+    )
+    command(
+        "migrate",
+        _migrate,
+        "create or upgrade the database schema",
+        "Apply the pending schema migrations to the database of the configuration, each in\n"
+        "one transaction. Safe to run again; the daemon refuses a schema it does not know.",
+    )
+    purge = command(
+        "purge",
+        _purge,
+        "delete records past the retention period",
+        "Delete call records, member sessions and pauses that closed more than the\n"
+        "retention period ago (database.retention_days). The daemon does this daily.",
+    )
+    purge.add_argument(
+        "--older-than-days",
+        type=int,
+        metavar="N",
+        help="override database.retention_days for this run",
     )
     command(
         "run",

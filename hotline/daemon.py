@@ -74,10 +74,17 @@ def read_secrets(config: Config) -> Secrets:
         # Never the exception's own text for a decode error: it quotes the bytes.
         reason = str(exc) if isinstance(exc, KeyFileError) else "not UTF-8 text"
         raise ConfigError([f"privacy.keys_file: {path}: {reason}"]) from None
+    return Secrets(ami, keys, database_dsn(config))
+
+
+def database_dsn(config: Config) -> str | None:
+    """The DSN with its password from the credential, for asyncpg; never logged."""
+    if config.database is None:
+        return None
     dsn = config.database.dsn
     if config.database.password is not None:
         dsn = _with_password(dsn, config.database.password.read())
-    return Secrets(ami, keys, dsn)
+    return dsn
 
 
 def _with_password(dsn: str, password: str) -> str:
@@ -140,6 +147,8 @@ class Daemon:
             # Call times are Asterisk's event timestamps, so their grace periods and stale bounds
             # run on the wall clock, whatever clock drives the roster (tests drive that one).
             self.recording = Recording(book, Presence(), self.store, SystemClock(), self.metrics)
+            # Read at scrape time: the call book is the truth, no second count to keep in step.
+            self.metrics.calls_open.set_function(lambda: book.open_count)
         self.keeper = MembershipKeeper(
             config.roster,
             self.link,

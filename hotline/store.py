@@ -107,7 +107,19 @@ async def _schema_version(conn: Queryable) -> int:
 
 
 async def migrate(dsn: str) -> list[str]:
-    """Apply the pending migrations, each in one transaction; return the names applied."""
+    """Apply the pending migrations, each in one transaction; return the names applied.
+    Raises StoreUnavailable when Postgres cannot be reached, SchemaError for a newer schema."""
+    try:
+        return await _migrate(dsn)
+    except (SchemaError, StoreUnavailable):
+        raise
+    except Exception as exc:
+        if classify(exc) == "other":
+            raise
+        raise StoreUnavailable(_describe(exc)) from exc
+
+
+async def _migrate(dsn: str) -> list[str]:
     pending = migrations()
     conn = await asyncpg.connect(dsn, timeout=10)
     applied: list[str] = []
@@ -1031,21 +1043,10 @@ class Store:
         writer reports that one through `status`)."""
         async with self._lock:
             pool = await self._ready_pool()
-        statements = (
-            "DELETE FROM hotline.calls WHERE coalesce(ended_at, entered_at, updated_at)"
-            " < now() - make_interval(days => $1)",
-            "DELETE FROM hotline.member_sessions WHERE left_at < now() - make_interval(days => $1)",
-            "DELETE FROM hotline.pauses WHERE ended_at < now() - make_interval(days => $1)",
-        )
-        deleted = 0
         started = time.perf_counter()
         try:
-            async with pool.acquire(timeout=self._timeout_s) as conn, conn.transaction():
-                # A year of rows can take longer than the writer's 5 s bound.
-                await conn.execute("SET LOCAL statement_timeout = '10min'")
-                for sql in statements:
-                    tag = await conn.execute(sql, older_than_days, timeout=600)
-                    deleted += int(tag.rsplit(" ", 1)[1])
+            async with pool.acquire(timeout=self._timeout_s) as conn:
+                deleted = await _purge(conn, older_than_days)
         except Exception as exc:
             if classify(exc) == "other":
                 raise
@@ -1053,6 +1054,43 @@ class Store:
         self._observer.write_done("purge", deleted, time.perf_counter() - started)
         log.info("records_purged", older_than_days=older_than_days, rows=deleted)
         return deleted
+
+
+_PURGE = (
+    "DELETE FROM hotline.calls WHERE coalesce(ended_at, entered_at, updated_at)"
+    " < now() - make_interval(days => $1)",
+    "DELETE FROM hotline.member_sessions WHERE left_at < now() - make_interval(days => $1)",
+    "DELETE FROM hotline.pauses WHERE ended_at < now() - make_interval(days => $1)",
+)
+
+
+async def _purge(conn: Any, older_than_days: int) -> int:
+    deleted = 0
+    async with conn.transaction():
+        # A year of rows can take longer than the writer's 5 s bound.
+        await conn.execute("SET LOCAL statement_timeout = '10min'")
+        for sql in _PURGE:
+            tag = await conn.execute(sql, older_than_days, timeout=600)
+            deleted += int(tag.rsplit(" ", 1)[1])
+    return deleted
+
+
+async def purge(dsn: str, older_than_days: int) -> int:
+    """`hotline purge`: the daemon's daily retention, run once by hand; returns rows deleted.
+    Raises StoreUnavailable when Postgres cannot be reached, SchemaError for an unknown schema."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+        try:
+            await check_schema(conn)
+            return await _purge(conn, older_than_days)
+        finally:
+            await conn.close()
+    except (SchemaError, StoreUnavailable):
+        raise
+    except Exception as exc:
+        if classify(exc) == "other":
+            raise
+        raise StoreUnavailable(_describe(exc)) from exc
 
 
 def _describe(exc: BaseException) -> str:
