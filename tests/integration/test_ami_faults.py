@@ -1,5 +1,5 @@
-"""Faults a real Asterisk cannot be made to produce, through a scripted AMI server on loopback:
-a half-open link, garbage bytes, a UTF-8 character split across reads, a failed login."""
+"""Faults a real Asterisk cannot be made to produce, through the scripted AMI server: a
+half-open link, garbage bytes, a failed login."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from hotline.ami import AmiLink, Event, Inbound, LinkDown, LinkSettings, LinkUp, Result
+from tests.fake_ami import EOL, FakeAmi
 from tests.harness import wait_for
-
-EOL = b"\r\n"
 
 
 class Recorder:
@@ -41,88 +40,12 @@ class Recorder:
         self.counts["overflow"] += 1
 
 
-class FakeAmi:
-    """Speaks just enough AMI: a banner, Login, Ping, FullyBooted; `mute` stops all replies
-    while keeping the socket open (a half-open link as the client sees it)."""
-
-    def __init__(self, secret: str = "s3cret") -> None:
-        self.secret = secret
-        self.mute = False
-        self.sessions = 0
-        self.writers: list[asyncio.StreamWriter] = []
-        self.server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.sessions += 1
-        self.writers.append(writer)
-        writer.write(b"Asterisk Call Manager/11.0.0" + EOL)
-        try:
-            while True:
-                block = await reader.readuntil(EOL + EOL)
-                if self.mute:
-                    continue
-                headers = dict(line.split(": ", 1) for line in block.decode().strip().split("\r\n"))
-                action = headers.get("Action", "")
-                action_id = headers.get("ActionID", "")
-                if action == "Login":
-                    ok = headers.get("Secret") == self.secret
-                    status = b"Success" if ok else b"Error"
-                    text = b"Authentication accepted" if ok else b"Authentication failed"
-                    writer.write(
-                        b"Response: "
-                        + status
-                        + EOL
-                        + b"ActionID: "
-                        + action_id.encode()
-                        + EOL
-                        + b"Message: "
-                        + text
-                        + EOL
-                        + EOL
-                    )
-                    if ok:
-                        writer.write(
-                            b"Event: FullyBooted"
-                            + EOL
-                            + b"Privilege: system,all"
-                            + EOL
-                            + b"Uptime: 42"
-                            + EOL
-                            + b"LastReload: 42"
-                            + EOL
-                            + b"Status: Fully Booted"
-                            + EOL
-                            + EOL
-                        )
-                elif action == "Ping":
-                    writer.write(
-                        b"Response: Success"
-                        + EOL
-                        + b"ActionID: "
-                        + action_id.encode()
-                        + EOL
-                        + b"Ping: Pong"
-                        + EOL
-                        + EOL
-                    )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-
 @pytest.fixture
 async def fake_ami() -> AsyncIterator[FakeAmi]:
     fake = FakeAmi()
-    fake.server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    await fake.start()
     yield fake
-    fake.server.close()
-    for writer in fake.writers:
-        writer.close()
+    fake.close()
 
 
 @pytest.fixture
