@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONFIG ?= deploy/dev/hotline.yaml
 export HOTLINE_PBX_NAME ?= dev
 
-.PHONY: help setup venv pbx pbx-stop demo test lint format check bench clean
+.PHONY: help setup venv pbx pbx-stop db db-stop demo test lint format check bench clean
 
 help:
 	@echo "make demo    set up, start the development PBX and run the daemon with the example roster"
@@ -14,6 +14,7 @@ help:
 	@echo "make check   lint, type-check and test: what CI runs"
 	@echo "make bench   run the benchmarks (figures in README.md)"
 	@echo "make pbx / make pbx-stop   start or stop the development PBX"
+	@echo "make db / make db-stop     start or stop the development Postgres"
 	@echo "make format  apply ruff's formatting"
 
 setup: venv
@@ -36,8 +37,20 @@ pbx: setup
 pbx-stop:
 	deploy/pbx.sh stop
 
-demo: pbx
+db: setup
+	deploy/db.sh start
+
+db-stop:
+	deploy/db.sh stop
+
+# The demo's caller-pseudonym key: random, made once, never in the repository.
+var/caller-keys:
+	mkdir -p var
+	umask 077 && $(PYTHON) -c 'import secrets; print("1:" + secrets.token_hex(32))' > $@
+
+demo: pbx db var/caller-keys
 	$(BIN)/hotline check-config -c $(CONFIG)
+	$(BIN)/hotline migrate -c $(CONFIG)
 	$(BIN)/hotline plan -c $(CONFIG)
 	$(BIN)/hotline run -c $(CONFIG)
 
@@ -58,6 +71,7 @@ check: lint test
 bench: setup
 	$(BIN)/python -m bench.plan
 	$(BIN)/python -m bench.membership
+	$(BIN)/python -m bench.recording
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
