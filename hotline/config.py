@@ -9,7 +9,7 @@ import os
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -135,6 +135,13 @@ class CallSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueService:
+    sl_seconds: float
+    sl_target: float
+    wrapup_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: Path
     roster: Roster
@@ -145,6 +152,7 @@ class Config:
     database: DatabaseSettings | None = None
     privacy: PrivacySettings | None = None
     calls: CallSettings = CallSettings(5.0, 6 * 3600.0, None, 2.0)
+    service: Mapping[str, QueueService] = field(default_factory=dict)
 
 
 def load_config(path: Path) -> Config:
@@ -440,6 +448,11 @@ class _CallsModel(_Section):
 
 class _QueueModel(_Section):
     min_responders: _Count = 1
+    # Service level: answered within sl_seconds, for the sl_target share of calls that left.
+    sl_seconds: _Seconds = 20.0
+    sl_target: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    # queues.conf's wrapuptime for this queue: Asterisk does not report it over AMI.
+    wrapup_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
 
 
 class _ResponderModel(_Section):
@@ -778,6 +791,12 @@ def _convert(model: _ConfigModel, path: Path) -> Config:
             )
             if model.privacy is not None
             else None
+        ),
+        service=types.MappingProxyType(
+            {
+                name: QueueService(q.sl_seconds, q.sl_target, q.wrapup_seconds)
+                for name, q in model.queues.items()
+            }
         ),
         calls=CallSettings(
             abandon_grace_s=model.calls.abandon_grace,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -18,9 +20,10 @@ from hotline.ami import AmiLink, Event, Inbound, LinkDown, LinkSettings, LinkUp
 from hotline.calls import CallBook
 from hotline.config import Config, ConfigError
 from hotline.membership import Clock, MembershipKeeper, SystemClock
-from hotline.metrics import Metrics
+from hotline.metrics import CallFlow, Metrics, QueueCollector
 from hotline.presence import Presence
 from hotline.privacy import KeyFileError, Pseudonymiser, allow_listed, load_keys
+from hotline.queuestate import QueueBoard
 from hotline.recording import Recording
 from hotline.spool import Spool
 from hotline.store import SchemaError, Store, StoreUnavailable
@@ -112,6 +115,10 @@ class Daemon:
         self.config = config
         self.clock = clock
         self.metrics = Metrics(registry, config.roster.queues)
+        self.board = QueueBoard({q: s.wrapup_s for q, s in config.service.items()})
+        rollover = config.calls.upstream_rollover_after_s
+        self.flow = CallFlow(registry, config.service, [rollover] if rollover else [])
+        registry.register(QueueCollector(self.board, self.flow, config.service, time.time))
         self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=_INBOX_SIZE)
         # Caller data is replaced or dropped in the AMI callback, before anything is queued.
         pseudonymiser = secrets.pseudonymiser
@@ -146,7 +153,9 @@ class Daemon:
             )
             # Call times are Asterisk's event timestamps, so their grace periods and stale bounds
             # run on the wall clock, whatever clock drives the roster (tests drive that one).
-            self.recording = Recording(book, Presence(), self.store, SystemClock(), self.metrics)
+            self.recording = Recording(
+                book, Presence(), self.store, SystemClock(), self.metrics, flow=self.flow
+            )
             # Read at scrape time: the call book is the truth, no second count to keep in step.
             self.metrics.calls_open.set_function(lambda: book.open_count)
         self.keeper = MembershipKeeper(
@@ -155,7 +164,7 @@ class Daemon:
             clock,
             self.metrics,
             config.reconcile.resync_interval_s,
-            on_status=self.recording.on_status if self.recording else None,
+            on_status=self.on_status,
             on_change=self.recording.expect if self.recording else None,
         )
 
@@ -168,6 +177,12 @@ class Daemon:
         if self.store is not None and (problem := self.store.status()):
             reasons.append(f"call records: {problem}")
         return reasons
+
+    def on_status(self, items: list[Mapping[str, str]], triggers: set[str]) -> None:
+        """Every QueueStatus read rebuilds the live model; a reconnect's closes stale calls."""
+        self.board.resync(items, time.time())
+        if self.recording is not None:
+            self.recording.on_status(items, triggers)
 
     async def restore(self) -> None:
         """Continue the calls and sessions that were open when the daemon last stopped. Postgres
@@ -204,6 +219,7 @@ class Daemon:
             if self.link.take_overflow():
                 self.keeper.wake("overflow")
             if isinstance(item, Event):
+                self.board.feed(item.name, item.fields, time.time())
                 self.keeper.on_event(item)
                 if self.recording is not None:
                     self.recording.on_event(item)

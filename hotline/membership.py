@@ -61,7 +61,6 @@ class Observer(Protocol):
         self,
         *,
         scheduled: Mapping[str, int],
-        present: Mapping[str, int],
         missing: Mapping[str, int],
         unexpected: Mapping[str, int],
         leaving: Mapping[str, int],
@@ -268,12 +267,10 @@ class MembershipKeeper:
         actual: list[reconcile.ActualMember],
         plan: reconcile.Plan,
     ) -> None:
-        present: Counter[str] = Counter(m.queue for m in actual)
         leaving: Counter[str] = Counter(m.queue for m in plan.deferred)
         foreign: Counter[str] = Counter(m.queue for m in plan.foreign)
         self.observer.membership(
             scheduled={q: len(members) for q, members in desired.items()},
-            present=present,
             missing=plan.missing,
             unexpected=plan.unexpected,
             leaving=leaving,

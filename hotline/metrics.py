@@ -5,7 +5,8 @@ Labels come only from small fixed sets (queue, state, kind, result, action, reas
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -18,9 +19,13 @@ from prometheus_client import (
     Info,
     disable_created_metrics,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hotline import __version__
+from hotline import __version__, staffing
+from hotline.calls import CallRecord, Outcome
+from hotline.config import QueueService
+from hotline.queuestate import STATES, QueueBoard
 
 # `_created` series double the series count for nothing Prometheus users need here.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -122,12 +127,6 @@ class Metrics:
         self.scheduled = Gauge(
             "hotline_shift_members_scheduled", "Members the roster wants now", ["queue"], registry=r
         )
-        self.logged_in = Gauge(
-            "hotline_queue_members_logged_in",
-            "Members present in the queue (any kind, any state), as last read",
-            ["queue"],
-            registry=r,
-        )
         self.drift = Gauge(
             "hotline_queue_membership_drift",
             "Desired vs actual after the last reconcile round's read, before its actions",
@@ -194,8 +193,14 @@ class Metrics:
             "hotline_db_backlog_age_seconds", "Age of the oldest unwritten record", registry=r
         )
         self.spool_bytes = Gauge("hotline_spool_bytes", "On-disk spool size", registry=r)
+        self.event_lag_seconds = Histogram(
+            "hotline_event_lag_seconds",
+            "Receipt time minus Asterisk's event Timestamp",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         for q in self.queues:
-            for gauge in (self.scheduled, self.logged_in, self.deferred, self.foreign):
+            for gauge in (self.scheduled, self.deferred, self.foreign):
                 gauge.labels(q)
             for kind in ("missing", "unexpected"):
                 self.drift.labels(q, kind)
@@ -231,6 +236,9 @@ class Metrics:
 
     def event_received(self, name: str) -> None:
         self.events.labels(name if name in _EVENTS else "other").inc()
+
+    def event_lag(self, seconds: float) -> None:
+        self.event_lag_seconds.observe(max(0.0, seconds))
 
     def dropped_events(self, reason: str, n: int = 1) -> None:
         self.dropped_total.labels(reason).inc(n)
@@ -274,7 +282,6 @@ class Metrics:
         self,
         *,
         scheduled: Mapping[str, int],
-        present: Mapping[str, int],
         missing: Mapping[str, int],
         unexpected: Mapping[str, int],
         leaving: Mapping[str, int],
@@ -282,7 +289,6 @@ class Metrics:
     ) -> None:
         for q in self.queues:
             self.scheduled.labels(q).set(scheduled.get(q, 0))
-            self.logged_in.labels(q).set(present.get(q, 0))
             self.drift.labels(q, "missing").set(missing.get(q, 0))
             self.drift.labels(q, "unexpected").set(unexpected.get(q, 0))
             self.deferred.labels(q).set(leaving.get(q, 0))
@@ -297,3 +303,210 @@ class _Forward(Collector):
 
     def collect(self):  # type: ignore[no-untyped-def]
         return self.inner.collect()
+
+
+# Wait buckets (s) of the catalogue; every configured service-level threshold is added, so the
+# SL ratios are exact at their edges (docs metrics-kpis-ops.md §1, §2.2).
+WAIT_BUCKETS = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
+TALK_BUCKETS = (60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 5400, 7200)
+EXIT_REASONS = (
+    "timeout",
+    "upstream_withdrawn",
+    "empty",
+    "refused",
+    "withdraw",
+    "keypress",
+    "other",
+)
+_EXIT_OF = {
+    Outcome.TIMEOUT: "timeout",
+    Outcome.ROLLOVER: "upstream_withdrawn",
+    Outcome.LEAVEEMPTY: "empty",
+    Outcome.JOINEMPTY: "refused",
+    Outcome.UNKNOWN: "other",
+}
+_STAFFING_WINDOW_S = 1800.0
+_FORGET_AFTER_S = 6 * 3600.0
+
+
+class CallFlow:
+    """Offered, answered, abandoned and exited calls, wait and talk times, and the trailing
+    arrival rate and talk time that staffing is computed from. Each call counts once: offered
+    when first seen, its outcome when final (a later correction of an `unknown` is not
+    re-counted, so counters never disagree with themselves)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        service: Mapping[str, QueueService],
+        extra_buckets: Iterable[float] = (),
+    ) -> None:
+        r = registry
+        self.service = service
+        buckets = sorted(
+            {float(b) for b in WAIT_BUCKETS}
+            | {s.sl_seconds for s in service.values()}
+            | {float(b) for b in extra_buckets}
+        )
+        self.offered = Counter(
+            "hotline_queue_calls_offered", "Calls offered: queue joins plus refused joins",
+            ["queue"], registry=r,
+        )  # fmt: skip
+        self.answered = Counter(
+            "hotline_queue_calls_answered", "Calls answered by a responder", ["queue"], registry=r
+        )
+        self.abandoned = Counter(
+            "hotline_queue_calls_abandoned", "Callers who hung up while waiting", ["queue"],
+            registry=r,
+        )  # fmt: skip
+        self.exited = Counter(
+            "hotline_queue_calls_exited",
+            "Calls that left unanswered for a reason other than the caller hanging up",
+            ["queue", "reason"],
+            registry=r,
+        )
+        self.wait = Histogram(
+            "hotline_queue_wait_seconds",
+            "Time in the queue, observed once per offered call when it leaves",
+            ["queue", "outcome"],
+            buckets=buckets,
+            registry=r,
+        )
+        self.talk = Histogram(
+            "hotline_call_talk_seconds", "Talk time of answered calls", ["queue"],
+            buckets=TALK_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ring_noanswer = Counter(
+            "hotline_agent_ring_noanswer",
+            "Rings a responder did not answer (headset, presence or device trouble)",
+            ["queue"],
+            registry=r,
+        )
+        for q in service:
+            for metric in (self.offered, self.answered, self.abandoned, self.talk):
+                metric.labels(q)
+            self.ring_noanswer.labels(q)
+            for reason in EXIT_REASONS:
+                self.exited.labels(q, reason)
+            for outcome in ("answered", "abandoned", "exited"):
+                self.wait.labels(q, outcome)
+        self._seen: dict[tuple[str, str, int], float] = {}
+        self._done: set[tuple[str, str, int]] = set()
+        self._arrivals: dict[str, deque[float]] = {q: deque() for q in service}
+        self._talks: dict[str, deque[tuple[float, float]]] = {q: deque() for q in service}
+        self._pruned = 0.0
+
+    def call(self, record: CallRecord, now: float) -> None:
+        queue = record.queue
+        if queue not in self.service:
+            return
+        key = (record.uniqueid, queue, record.visit)
+        if key not in self._seen:
+            self._seen[key] = now
+            self.offered.labels(queue).inc()
+            self._arrivals[queue].append(now)
+        if record.outcome is None or key in self._done:
+            return
+        self._done.add(key)
+        wait = record.wait_s or 0.0
+        if record.outcome in (Outcome.ANSWERED, Outcome.TRANSFERRED):
+            self.answered.labels(queue).inc()
+            self.wait.labels(queue, "answered").observe(wait)
+            if record.talk_s is not None:
+                self.talk.labels(queue).observe(record.talk_s)
+                self._talks[queue].append((now, record.talk_s))
+        elif record.outcome is Outcome.ABANDONED:
+            self.abandoned.labels(queue).inc()
+            self.wait.labels(queue, "abandoned").observe(wait)
+        else:
+            self.exited.labels(queue, _EXIT_OF[record.outcome]).inc()
+            self.wait.labels(queue, "exited").observe(wait)
+        if now - self._pruned > 60:
+            self._prune(now)
+
+    def ring_not_answered(self, queue: str) -> None:
+        if queue in self.service:
+            self.ring_noanswer.labels(queue).inc()
+
+    def load(self, queue: str, now: float) -> tuple[float, float | None]:
+        """(arrivals per second, mean talk seconds or None) over the trailing window."""
+        arrivals, talks = self._arrivals[queue], self._talks[queue]
+        while arrivals and arrivals[0] < now - _STAFFING_WINDOW_S:
+            arrivals.popleft()
+        while talks and talks[0][0] < now - _STAFFING_WINDOW_S:
+            talks.popleft()
+        mean_talk = sum(t for _, t in talks) / len(talks) if talks else None
+        return len(arrivals) / _STAFFING_WINDOW_S, mean_talk
+
+    def _prune(self, now: float) -> None:
+        self._pruned = now
+        for key, seen in list(self._seen.items()):
+            if seen < now - _FORGET_AFTER_S:
+                del self._seen[key]
+                self._done.discard(key)
+
+
+class QueueCollector(Collector):
+    """Queue gauges computed at scrape time from the live model: memory only, no awaits."""
+
+    def __init__(
+        self,
+        board: QueueBoard,
+        flow: CallFlow,
+        service: Mapping[str, QueueService],
+        clock: Callable[[], float],
+    ) -> None:
+        self.board = board
+        self.flow = flow
+        self.service = service
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.clock()
+        views = self.board.view(now)
+        callers = GaugeMetricFamily(
+            "hotline_queue_callers", "Callers waiting now", labels=["queue"]
+        )
+        longest = GaugeMetricFamily(
+            "hotline_queue_longest_wait_seconds",
+            "Wait so far of the caller waiting longest; 0 when nobody waits",
+            labels=["queue"],
+        )
+        members = GaugeMetricFamily(
+            "hotline_queue_members",
+            "Members by state (exclusive states)",
+            labels=["queue", "state"],
+        )
+        logged_in = GaugeMetricFamily(
+            "hotline_queue_members_logged_in",
+            "Members present in the queue (any kind, any state)",
+            labels=["queue"],
+        )
+        info = GaugeMetricFamily(
+            "hotline_queue_info",
+            "Queue configuration",
+            labels=["queue", "strategy", "servicelevel_seconds"],
+        )
+        required = GaugeMetricFamily(
+            "hotline_staffing_required_agents",
+            "Responders Erlang C requires for the queue's service-level target, from the "
+            "trailing 30 min arrival rate and mean talk time",
+            labels=["queue", "target"],
+        )
+        for queue, view in views.items():
+            callers.add_metric([queue], view.callers)
+            longest.add_metric([queue], view.longest_wait_s)
+            for state in STATES:
+                members.add_metric([queue, state], view.members[state])
+            logged_in.add_metric([queue], view.logged_in)
+            target = self.service[queue]
+            info.add_metric([queue, view.strategy, f"{target.sl_seconds:g}"], 1)
+            rate, talk = self.flow.load(queue, now)
+            agents = (
+                staffing.required(rate, talk, target.sl_seconds, target.sl_target).agents
+                if talk
+                else 0
+            )
+            label = f"{round(target.sl_target * 100)}_{target.sl_seconds:g}"
+            required.add_metric([queue, label], agents)
+        yield from (callers, longest, members, logged_in, info, required)

@@ -36,12 +36,28 @@ class Sink(Protocol):
 class Observer(Protocol):
     def event_received(self, name: str) -> None: ...
     def dropped_events(self, reason: str, n: int = 1) -> None: ...
+    def event_lag(self, seconds: float) -> None: ...
+
+
+class Flow(Protocol):
+    """Call-flow metrics: each call record as it changes, and unanswered rings."""
+
+    def call(self, record: CallRecord, now: float) -> None: ...
+    def ring_not_answered(self, queue: str) -> None: ...
 
 
 class Recording:
     def __init__(
-        self, book: CallBook, presence: Presence, sink: Sink, clock: Clock, observer: Observer
+        self,
+        book: CallBook,
+        presence: Presence,
+        sink: Sink,
+        clock: Clock,
+        observer: Observer,
+        *,
+        flow: Flow,
     ) -> None:
+        self.flow = flow
         self.book = book
         self.presence = presence
         self.sink = sink
@@ -70,6 +86,10 @@ class Recording:
             log.warning("ami_event_invalid", ami_event=name, field_names=sorted(fields))
             return
         at = self._event_time(fields)
+        if "Timestamp" in fields:
+            self.observer.event_lag((self.clock.now() - at).total_seconds())
+        if name == "AgentRingNoAnswer":
+            self.flow.ring_not_answered(fields.get("Queue", ""))
         if name == "FullyBooted":
             self._note_boot(fields, at)
         self._submit(self.book.feed(name, fields, at))
@@ -114,8 +134,11 @@ class Recording:
         return self._restarted
 
     def _submit(self, records: Iterable[Record]) -> None:
+        now = self.clock.now().timestamp()
         for record in records:
             self.sink.submit(record)
+            if isinstance(record, CallRecord):
+                self.flow.call(record, now)
 
     def _event_time(self, fields: Mapping[str, str]) -> datetime:
         # Asterisk's own Timestamp (timestampevents=yes) is when it happened, not when we read it.

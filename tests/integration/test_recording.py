@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hotline.daemon import Daemon
 from hotline.privacy import Pseudonymiser, load_keys
@@ -153,8 +154,50 @@ async def test_every_call_is_recorded_with_its_outcome_responder_wait_and_talk(
     assert refused["wait_s"] == 0
     assert refused["rolled_over"] is True
 
+    # The metrics agree with the rows: the same calls, the same outcomes.
+    samples = await _samples(hotline)
+    rows = recorded.rows()
+    outcomes = [r["outcome"] for r in rows]
+    crisis = {"queue": "crisis"}
+    assert samples[("hotline_queue_calls_offered_total", _key(crisis))] == len(rows)
+    assert samples[("hotline_queue_calls_answered_total", _key(crisis))] == outcomes.count(
+        "answered"
+    )
+    assert samples[("hotline_queue_calls_abandoned_total", _key(crisis))] == outcomes.count(
+        "abandoned"
+    )
+    for reason, outcome in (("timeout", "timeout"), ("refused", "joinempty")):
+        labels = _key(crisis | {"reason": reason})
+        assert samples[("hotline_queue_calls_exited_total", labels)] == outcomes.count(outcome)
+    waits = {
+        kind: samples[("hotline_queue_wait_seconds_count", _key(crisis | {"outcome": kind}))]
+        for kind in ("answered", "abandoned", "exited")
+    }
+    assert waits == {"answered": 1, "abandoned": 1, "exited": 2}
+    assert sum(waits.values()) == len(rows)
+    talk_count = samples[("hotline_call_talk_seconds_count", _key(crisis))]
+    assert talk_count == sum(1 for r in rows if r["talk_s"] is not None)
+    # Answered within the 20 s service-level threshold: a bucket edge, so exact.
+    answered_20 = _key(crisis | {"outcome": "answered", "le": "20.0"})
+    assert samples[("hotline_queue_wait_seconds_bucket", answered_20)] == 1
+
     # The same caller keeps the same pseudonym; the raw numbers are nowhere.
     await _nothing_identifies_the_callers(hotline, recorded, capfd)
+
+
+def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(labels.items()))
+
+
+async def _samples(hotline: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    url = f"http://127.0.0.1:{hotline.config.http.port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        text = await response.text()
+    return {
+        (s.name, _key(s.labels)): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def _nothing_identifies_the_callers(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "hotline"
-CORE = {"roster", "reconcile", "calls", "presence"}
+CORE = {"roster", "reconcile", "calls", "presence", "queuestate", "staffing"}
 ADAPTERS = {"ami", "http", "metrics", "log", "store"}  # spool.py belongs to store
 # Modules that make the core impure even though they are in the standard library.
 IMPURE = {"asyncio", "logging", "socket", "subprocess", "time", "random", "os", "pathlib", "io"}

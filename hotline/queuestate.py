@@ -1,0 +1,152 @@
+"""The live state of each queue, pure: callers waiting and members by state, kept current by AMI
+events and rebuilt from every QueueStatus read. Metrics read it at scrape time.
+
+Member states are exclusive (docs metrics-kpis-ops.md §2.1, first match wins): unavailable,
+in_call, ringing, paused, wrapup, available.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+STATES = ("available", "ringing", "in_call", "paused", "wrapup", "unavailable")
+_UNAVAILABLE = frozenset({4, 5})  # INVALID, UNAVAILABLE
+_IN_CALL = frozenset({2, 3, 7, 8})  # INUSE, BUSY, RINGINUSE, ONHOLD
+_RINGING = 6
+_MEMBER_EVENTS = frozenset(
+    {
+        "QueueMemberAdded",
+        "QueueMemberStatus",
+        "QueueMemberPause",
+        "QueueMemberPenalty",
+        "QueueMemberRinginuse",
+    }
+)
+
+
+@dataclass(slots=True)
+class _Member:
+    status: int = 0
+    paused: bool = False
+    in_call: bool = False
+    last_call: float = 0.0  # epoch seconds
+    wrapup_s: float = 0.0  # the member's own; 0 means the queue's
+
+    def state(self, now: float, queue_wrapup_s: float) -> str:
+        if self.status in _UNAVAILABLE:
+            return "unavailable"
+        if self.in_call or self.status in _IN_CALL:
+            return "in_call"
+        if self.status == _RINGING:
+            return "ringing"
+        if self.paused:
+            return "paused"
+        wrapup = self.wrapup_s or queue_wrapup_s
+        if self.last_call and now < self.last_call + wrapup:
+            return "wrapup"
+        return "available"
+
+
+@dataclass(slots=True)
+class _Queue:
+    wrapup_s: float
+    strategy: str = ""
+    members: dict[str, _Member] = field(default_factory=dict)  # interface -> member
+    callers: dict[str, float] = field(default_factory=dict)  # uniqueid -> entered (epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    strategy: str
+    callers: int
+    longest_wait_s: float
+    members: Mapping[str, int]  # state -> count, every state present
+    logged_in: int
+
+
+class QueueBoard:
+    """Callers and members of the configured queues; other queues are ignored."""
+
+    def __init__(self, wrapup_s: Mapping[str, float]) -> None:
+        # wrapup_s: each queue's wrap-up time (queues.conf wrapuptime): Asterisk does not report it.
+        self._queues = {name: _Queue(wrapup) for name, wrapup in wrapup_s.items()}
+
+    def feed(self, name: str, fields: Mapping[str, str], at: float) -> None:
+        queue = self._queues.get(fields.get("Queue", ""))
+        if queue is None:
+            return
+        if name == "QueueCallerJoin":
+            if uid := fields.get("Uniqueid"):
+                queue.callers.setdefault(uid, at)
+        elif name in ("QueueCallerLeave", "QueueCallerAbandon"):
+            queue.callers.pop(fields.get("Uniqueid", ""), None)
+        elif name in _MEMBER_EVENTS:
+            if interface := fields.get("Interface"):
+                _update(queue.members.setdefault(interface, _Member()), fields)
+        elif name == "QueueMemberRemoved":
+            queue.members.pop(fields.get("Interface", ""), None)
+        elif name in ("AgentConnect", "AgentComplete"):
+            found = queue.members.get(fields.get("Interface", ""))
+            if found is not None:
+                found.in_call = name == "AgentConnect"
+                if name == "AgentComplete":
+                    # LastCall changes silently in Asterisk: the end of the call starts wrap-up.
+                    found.last_call = at
+
+    def resync(self, items: Iterable[Mapping[str, str]], now: float) -> None:
+        """Rebuild from a QueueStatus reply (QueueMember and QueueEntry items), whole."""
+        fresh = {name: _Queue(q.wrapup_s, q.strategy) for name, q in self._queues.items()}
+        for item in items:
+            queue = fresh.get(item.get("Queue", ""))
+            if queue is None:
+                continue
+            kind = item.get("Event")
+            if kind == "QueueParams":
+                queue.strategy = item.get("Strategy", "")
+            elif kind == "QueueMember" and (interface := item.get("Location")):
+                member = _Member()
+                _update(member, item)
+                queue.members[interface] = member
+            elif kind == "QueueEntry" and (uid := item.get("Uniqueid")):
+                queue.callers[uid] = now - _number(item.get("Wait"))
+        self._queues = fresh
+
+    def view(self, now: float) -> dict[str, QueueView]:
+        views = {}
+        for name, queue in self._queues.items():
+            states: Counter[str] = Counter({state: 0 for state in STATES})
+            for member in queue.members.values():
+                states[member.state(now, queue.wrapup_s)] += 1
+            oldest = min(queue.callers.values(), default=None)
+            views[name] = QueueView(
+                strategy=queue.strategy,
+                callers=len(queue.callers),
+                longest_wait_s=max(0.0, now - oldest) if oldest is not None else 0.0,
+                members=dict(states),
+                logged_in=len(queue.members),
+            )
+        return views
+
+
+def _update(member: _Member, fields: Mapping[str, str]) -> None:
+    if "Status" in fields:
+        member.status = int(_number(fields["Status"]))
+    if "Paused" in fields:
+        member.paused = fields["Paused"] == "1"
+    if "InCall" in fields:
+        member.in_call = fields["InCall"] == "1"
+    if "LastCall" in fields:
+        member.last_call = _number(fields["LastCall"])
+    if "Wrapuptime" in fields:
+        member.wrapup_s = _number(fields["Wrapuptime"])
+
+
+def _number(text: str | None) -> float:
+    try:
+        value = float(text or 0)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and abs(value) < 1e12 else 0.0
