@@ -20,7 +20,7 @@ from hotline.ami import AmiLink, Event, Inbound, LinkDown, LinkSettings, LinkUp
 from hotline.calls import CallBook
 from hotline.config import Config, ConfigError
 from hotline.membership import Clock, MembershipKeeper, SystemClock
-from hotline.metrics import CallFlow, Metrics, QueueCollector
+from hotline.metrics import CallFlow, Metrics, QueueCollector, render_metrics
 from hotline.presence import Presence
 from hotline.privacy import KeyFileError, Pseudonymiser, allow_listed, load_keys
 from hotline.queuestate import QueueBoard
@@ -178,6 +178,9 @@ class Daemon:
             reasons.append(f"call records: {problem}")
         return reasons
 
+    def exposition(self) -> bytes:
+        return render_metrics(self.metrics.registry, self.flow)
+
     def on_status(self, items: list[Mapping[str, str]], triggers: set[str]) -> None:
         """Every QueueStatus read rebuilds the live model; a reconnect's closes stale calls."""
         self.board.resync(items, time.time())
@@ -243,9 +246,7 @@ async def run(
     await daemon.restore()
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(
-            http.serve(
-                config.http.host, config.http.port, daemon.metrics.registry, daemon.not_ready
-            )
+            http.serve(config.http.host, config.http.port, daemon.exposition, daemon.not_ready)
         )
         log.info(
             "daemon_started",

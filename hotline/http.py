@@ -6,14 +6,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 # Returns the reasons the daemon is not ready; empty when it is.
 Readiness = Callable[[], list[str]]
+# Renders the metrics in Prometheus' text format, from memory only: it runs on the event loop.
+Exposition = Callable[[], bytes]
+_TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def make_app(registry: CollectorRegistry, readiness: Readiness) -> web.Application:
+def make_app(exposition: Exposition, readiness: Readiness) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         # The process and its event loop answer: that is all liveness means.
         return web.json_response({"status": "ok"})
@@ -24,18 +25,21 @@ def make_app(registry: CollectorRegistry, readiness: Readiness) -> web.Applicati
             {"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200
         )
 
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=exposition(), headers={"Content-Type": _TEXT_FORMAT})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_get("/metrics", metrics)
     return app
 
 
 @asynccontextmanager
 async def serve(
-    host: str, port: int, registry: CollectorRegistry, readiness: Readiness
+    host: str, port: int, exposition: Exposition, readiness: Readiness
 ) -> AsyncIterator[web.AppRunner]:
-    runner = web.AppRunner(make_app(registry, readiness), access_log=None)
+    runner = web.AppRunner(make_app(exposition, readiness), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

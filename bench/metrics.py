@@ -1,0 +1,95 @@
+"""Benchmark: the daemon's time to render /metrics with 50 queues and 2,000 members.
+
+Builds the daemon's real registry (Metrics, CallFlow, QueueCollector over a QueueBoard), fills
+the board from a QueueStatus-shaped snapshot with waiting callers, records 20,000 finished calls,
+then times the exposition render on the event loop's thread, as aiohttp's handler does it.
+Run: `python -m bench.metrics`. Target: under 20 ms per scrape."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+import uuid
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry
+
+from hotline.calls import CallRecord, Outcome
+from hotline.config import QueueService
+from hotline.metrics import CallFlow, Metrics, QueueCollector, render_metrics
+from hotline.queuestate import QueueBoard
+
+QUEUES = 50
+MEMBERS = 2_000
+CALLS = 20_000
+RUNS = 300
+
+
+def main() -> None:
+    rng = random.Random(7)
+    now = time.time()
+    queues = [f"queue-{i:02d}" for i in range(QUEUES)]
+    service = {q: QueueService(20.0, 0.9, 30.0) for q in queues}
+    registry = CollectorRegistry()
+    Metrics(registry, queues)
+    flow = CallFlow(registry, service)
+    board = QueueBoard({q: 30.0 for q in queues})
+    registry.register(QueueCollector(board, flow, service, time.time))
+
+    items = [{"Event": "QueueParams", "Queue": q, "Strategy": "leastrecent"} for q in queues]
+    items += [
+        {
+            "Event": "QueueMember", "Queue": queues[i % QUEUES], "Location": f"PJSIP/{1000 + i}",
+            "Name": f"r-{i}", "Status": rng.choice("125666"), "Paused": rng.choice("0001"),
+            "InCall": rng.choice("001"), "LastCall": str(int(now) - rng.randrange(0, 120)),
+        }
+        for i in range(MEMBERS)
+    ]  # fmt: skip
+    items += [
+        {"Event": "QueueEntry", "Queue": rng.choice(queues), "Uniqueid": f"{i}.1",
+         "Wait": str(rng.randrange(0, 90))}
+        for i in range(200)
+    ]  # fmt: skip
+    board.resync(items, now)
+    outcomes = [Outcome.ANSWERED] * 7 + [Outcome.ABANDONED, Outcome.TIMEOUT, Outcome.JOINEMPTY]
+    for _ in range(CALLS):
+        outcome = rng.choice(outcomes)
+        flow.call(
+            CallRecord(
+                uuid.uuid4().hex, rng.choice(queues), 1, datetime.now(UTC), 1, "988", None, None,
+                True, (), None, "r-1", rng.uniform(0, 120), rng.uniform(60, 3000), None, outcome,
+                False, 4, 1,
+            ),
+            now - rng.uniform(0, 1700),
+        )  # fmt: skip
+
+    def finished(queue: str) -> CallRecord:
+        return CallRecord(
+            uuid.uuid4().hex, queue, 1, datetime.now(UTC), 1, "988", None, None, True, (), None,
+            "r-1", 3.0, 300.0, None, Outcome.ANSWERED, False, 4, 1,
+        )  # fmt: skip
+
+    size = len(render_metrics(registry, flow))
+    print(
+        f"/metrics with {QUEUES} queues, {MEMBERS} members, {CALLS} calls ({size / 1024:.0f} KiB)"
+    )
+    for label, churn in (("no call ended since the last scrape", False),
+                         ("a call ended in every queue since the last scrape", True)):  # fmt: skip
+        samples = []
+        for _ in range(RUNS):
+            if churn:
+                for q in queues:
+                    flow.call(finished(q), time.time())
+            t0 = time.perf_counter()
+            render_metrics(registry, flow)
+            samples.append((time.perf_counter() - t0) * 1000)
+        samples.sort()
+        print(
+            f"  {label:<52} median {statistics.median(samples):5.2f} ms, "
+            f"p99 {samples[int(RUNS * 0.99) - 1]:5.2f} ms over {RUNS} scrapes"
+        )
+
+
+if __name__ == "__main__":
+    main()
