@@ -34,6 +34,7 @@ EXIT_CONFIG = 78
 # Bound on events waiting for the consumer; overflow forces a resync instead of blocking the reader.
 _INBOX_SIZE = 50_000
 _RESTORE_TIMEOUT_S = 10.0
+_LOOP_PROBE_S = 0.5
 _RETENTION_EVERY_S = 24 * 3600.0
 
 
@@ -120,6 +121,7 @@ class Daemon:
         self.flow = CallFlow(registry, config.service, [rollover] if rollover else [])
         registry.register(QueueCollector(self.board, self.flow, config.service, time.time))
         self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=_INBOX_SIZE)
+        self.metrics.event_queue_depth.set_function(self.inbox.qsize)
         # Caller data is replaced or dropped in the AMI callback, before anything is queued.
         pseudonymiser = secrets.pseudonymiser
         self.link = AmiLink(
@@ -178,6 +180,14 @@ class Daemon:
             reasons.append(f"call records: {problem}")
         return reasons
 
+    async def watch_loop(self) -> None:
+        """Measure how late the event loop wakes: a blocked loop delays every AMI event."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(_LOOP_PROBE_S)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - started - _LOOP_PROBE_S))
+
     def exposition(self) -> bytes:
         return render_metrics(self.metrics.registry, self.flow)
 
@@ -228,6 +238,8 @@ class Daemon:
                     self.recording.on_event(item)
             elif isinstance(item, LinkUp):
                 self.keeper.wake("connect")
+                if item.uptime_s is not None:
+                    self.metrics.asterisk_booted(item.uptime_s, time.time())
             elif isinstance(item, LinkDown):
                 self.keeper.link_down()
 
@@ -261,6 +273,7 @@ async def run(
                 tasks.create_task(daemon.consume(), name="event-consumer"),
                 tasks.create_task(daemon.keeper.run_rounds(), name="reconcile"),
                 tasks.create_task(daemon.keeper.run_timer(), name="shift-timer"),
+                tasks.create_task(daemon.watch_loop(), name="loop-lag"),
             ]
             if daemon.store is not None and daemon.recording is not None:
                 running += [

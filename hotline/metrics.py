@@ -197,6 +197,23 @@ class Metrics:
             "hotline_db_backlog_age_seconds", "Age of the oldest unwritten record", registry=r
         )
         self.spool_bytes = Gauge("hotline_spool_bytes", "On-disk spool size", registry=r)
+        self.event_queue_depth = Gauge(
+            "hotline_event_queue_depth",
+            "AMI events waiting between the AMI callback and the consumer",
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "hotline_event_loop_lag_seconds",
+            "Overshoot of a periodic 0.5 s sleep: a blocked loop risks AMI writetimeout drops",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self._asterisk_started = 0.0
+        self.asterisk_start = Gauge(
+            "hotline_asterisk_start_timestamp_seconds",
+            "When Asterisk last started, from FullyBooted's Uptime (kept across reconnects)",
+            registry=r,
+        )
         self.event_lag_seconds = Histogram(
             "hotline_event_lag_seconds",
             "Receipt time minus Asterisk's event Timestamp",
@@ -240,6 +257,14 @@ class Metrics:
 
     def event_received(self, name: str) -> None:
         self.events.labels(name if name in _EVENTS else "other").inc()
+
+    def asterisk_booted(self, uptime_s: float, now: float) -> None:
+        started = now - uptime_s
+        # Uptime has 1 s resolution: keep the old value unless it clearly moved, so a reconnect
+        # never looks like a restart (changes() on this series drives an alert).
+        if abs(started - self._asterisk_started) > 5:
+            self._asterisk_started = round(started)
+            self.asterisk_start.set(self._asterisk_started)
 
     def event_lag(self, seconds: float) -> None:
         self.event_lag_seconds.observe(max(0.0, seconds))
