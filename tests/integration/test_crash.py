@@ -8,7 +8,7 @@ import json
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -22,18 +22,6 @@ from tests.pg import PgCluster
 
 def local(extension: int) -> str:
     return f"Local/{extension}@hotline-dev-responders/n"
-
-
-@pytest.fixture
-def cluster() -> Iterator[PgCluster]:
-    instance = PgCluster()
-    try:
-        instance.start()
-    except Exception as exc:  # turned into a failure with the reason, never a skip
-        instance.destroy()
-        pytest.fail(f"PostgreSQL could not start: {exc}", pytrace=False)
-    yield instance
-    instance.destroy()
 
 
 class Process:

@@ -4,13 +4,8 @@ context, a real Postgres, the daemon in-process with a clock the test drives."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import secrets
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -18,11 +13,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hotline.daemon import Daemon
-from hotline.privacy import Pseudonymiser, load_keys
-from hotline.store import migrate
 from tests.conftest import StartDaemon
 from tests.harness import AmiTestClient, ManualClock, wait_for
-from tests.pg import PgCluster
+from tests.integration.conftest import Recorded
 
 NY = ZoneInfo("America/New_York")
 
@@ -47,55 +40,6 @@ shifts:
 ANSWERING = datetime(2026, 12, 2, 10, 0, 30, tzinfo=NY)
 RINGING = datetime(2026, 12, 2, 10, 10, 30, tzinfo=NY)
 NOBODY = datetime(2026, 12, 2, 10, 20, 30, tzinfo=NY)
-
-
-@dataclass
-class Recorded:
-    cluster: PgCluster
-    database: str
-    keys: Pseudonymiser
-    spool: Path
-    config: str  # the YAML that turns recording on
-
-    def rows(self) -> list[dict[str, object]]:
-        out = self.cluster.psql(
-            "SELECT row_to_json(c) FROM (SELECT uniqueid, queue, visit, caller_key, "
-            "caller_withheld, campaign, outcome, answered_by, wait_s, talk_s, rolled_over, "
-            "attempts FROM hotline.calls) c",
-            self.database,
-        )
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-    def by_caller(self, number: str) -> list[dict[str, object]]:
-        key = self.keys.pseudonym(number)
-        return [r for r in self.rows() if r["caller_key"] == key]
-
-
-@pytest.fixture
-def cluster() -> Iterator[PgCluster]:
-    instance = PgCluster()
-    try:
-        instance.start()
-    except Exception as exc:  # turned into a failure with the reason, never a skip
-        instance.destroy()
-        pytest.fail(f"PostgreSQL could not start: {exc}", pytrace=False)
-    yield instance
-    instance.destroy()
-
-
-@pytest.fixture
-async def recorded(cluster: PgCluster, tmp_path: Path) -> Recorded:
-    cluster.create_database("hotline")
-    await migrate(cluster.dsn_for("hotline"))
-    keys_file = tmp_path / "caller-keys"
-    keys_file.write_text(f"7:{secrets.token_hex(32)}\n")
-    spool = tmp_path / "spool"
-    config = (
-        f"database: {{dsn: '{cluster.dsn_for('hotline')}', spool_dir: {spool}}}\n"
-        f"privacy: {{keys_file: {keys_file}}}\n"
-        "calls: {abandon_grace: 2}\n"
-    )
-    return Recorded(cluster, "hotline", load_keys(keys_file.read_text()), spool, config)
 
 
 async def test_every_call_is_recorded_with_its_outcome_responder_wait_and_talk(
