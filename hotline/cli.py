@@ -85,6 +85,34 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from hotline import store  # noqa: PLC0415 - see _run
+
+    def migrate(dsn: str, _config: Config) -> str:
+        applied = asyncio.run(store.migrate(dsn))
+        if applied:
+            return f"applied {', '.join(applied)}; schema version {store.SCHEMA_VERSION}"
+        return f"already at schema version {store.SCHEMA_VERSION}; nothing to do"
+
+    return _with_database(args, "migrate", migrate)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    from hotline import store  # noqa: PLC0415 - see _run
+
+    def purge(dsn: str, config: Config) -> str:
+        assert config.database is not None
+        days = args.older_than_days or config.database.retention_days
+        print(f"deleting records closed more than {days} days ago ...", file=sys.stderr)
+        deleted = asyncio.run(store.purge(dsn, days))
+        return f"deleted {deleted} rows older than {days} days"
+
+    return _with_database(args, "purge", purge)
+
+
+def _with_database(
+    args: argparse.Namespace, name: str, action: Callable[[str, Config], str]
+) -> int:
+    """Run a database command: 78 for a configuration or schema problem, 1 if unreachable."""
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
@@ -94,40 +122,13 @@ def _migrate(args: argparse.Namespace) -> int:
     if dsn is None:
         return EXIT_CONFIG
     try:
-        applied = asyncio.run(store.migrate(dsn))
+        print(action(dsn, config))
     except store.SchemaError as error:
-        print(f"hotline migrate: {error}", file=sys.stderr)
+        print(f"hotline {name}: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except store.StoreUnavailable as error:
-        print(f"hotline migrate: cannot reach the database: {error}", file=sys.stderr)
+        print(f"hotline {name}: cannot reach the database: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    if applied:
-        print(f"applied {', '.join(applied)}; schema version {store.SCHEMA_VERSION}")
-    else:
-        print(f"already at schema version {store.SCHEMA_VERSION}; nothing to do")
-    return EXIT_OK
-
-
-def _purge(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    if config is None:
-        return EXIT_CONFIG
-    from hotline import daemon, store  # noqa: PLC0415 - see _run
-
-    dsn = _dsn(config, daemon.database_dsn)
-    if dsn is None or config.database is None:
-        return EXIT_CONFIG
-    days = args.older_than_days or config.database.retention_days
-    print(f"deleting records closed more than {days} days ago ...", file=sys.stderr)
-    try:
-        deleted = asyncio.run(store.purge(dsn, days))
-    except store.SchemaError as error:
-        print(f"hotline purge: {error}", file=sys.stderr)
-        return EXIT_CONFIG
-    except store.StoreUnavailable as error:
-        print(f"hotline purge: cannot reach the database: {error}", file=sys.stderr)
-        return EXIT_FAILURE
-    print(f"deleted {deleted} rows older than {days} days")
     return EXIT_OK
 
 

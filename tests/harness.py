@@ -20,6 +20,12 @@ PBX_SCRIPT = REPO / "deploy" / "pbx.sh"
 T = TypeVar("T")
 
 
+def local(extension: int) -> str:
+    """The queue interface of a stand-in responder on the development PBX (1xxx answer,
+    8xxx never do; see asterisk-config/dev/extensions.conf)."""
+    return f"Local/{extension}@hotline-dev-responders/n"
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))

@@ -16,12 +16,8 @@ import pytest
 
 from hotline.privacy import load_keys
 from hotline.store import migrate
-from tests.harness import AmiTestClient, Pbx, free_port, wait_for
+from tests.harness import AmiTestClient, Pbx, free_port, local, wait_for
 from tests.pg import PgCluster
-
-
-def local(extension: int) -> str:
-    return f"Local/{extension}@hotline-dev-responders/n"
 
 
 class Process:

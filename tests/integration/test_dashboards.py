@@ -12,15 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.conftest import StartDaemon
-from tests.harness import AmiTestClient, ManualClock, wait_for
+from tests.harness import AmiTestClient, ManualClock, local, wait_for
 from tests.integration.conftest import Recorded
 from tests.prom import PromError, Prometheus, dashboard_expressions, rule_expressions
 
 NY = ZoneInfo("America/New_York")
-
-
-def local(extension: int) -> str:
-    return f"Local/{extension}@hotline-dev-responders/n"
 
 
 ROSTER = f"""

@@ -11,13 +11,9 @@ import aiohttp
 
 from hotline.daemon import Daemon
 from tests.conftest import StartDaemon
-from tests.harness import AmiTestClient, ManualClock, Pbx, free_port, wait_for
+from tests.harness import AmiTestClient, ManualClock, Pbx, free_port, local, wait_for
 
 NY = ZoneInfo("America/New_York")
-
-
-def local(extension: int) -> str:
-    return f"Local/{extension}@hotline-dev-responders/n"
 
 
 ROSTER = f"""

@@ -14,14 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hotline.daemon import Daemon
 from tests.conftest import StartDaemon
-from tests.harness import AmiTestClient, ManualClock, wait_for
+from tests.harness import AmiTestClient, ManualClock, local, wait_for
 from tests.integration.conftest import Recorded
 
 NY = ZoneInfo("America/New_York")
-
-
-def local(extension: int) -> str:
-    return f"Local/{extension}@hotline-dev-responders/n"
 
 
 # 10:00 someone who answers; 10:10 someone who never answers; 10:20 nobody at all.
