@@ -33,6 +33,7 @@ ALLOWED = frozenset(
 WITHHELD = frozenset({"", "<unknown>", "unknown", "anonymous", "restricted", "private", "withheld"})
 _CAMPAIGN_VAR = "HOTLINE_CAMPAIGN="
 _NOT_DIGITS = re.compile(r"[^0-9]")
+_RECENT = 512
 
 
 class KeyFileError(ValueError):
@@ -44,6 +45,9 @@ class Pseudonymiser:
     key_id: str
     key: bytes = field(repr=False)
     default_country_code: str = "1"
+    # A caller's number arrives on every event of their call: the last few hundred pseudonyms
+    # are kept, in memory only, beside the numbers of the calls Asterisk is handling anyway.
+    _recent: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
 
     def normalise(self, number: str) -> str | None:
         """E.164 form of a caller id, or None when it is withheld or holds no number."""
@@ -65,11 +69,18 @@ class Pseudonymiser:
         return "+" + cc + digits.removeprefix("0")
 
     def pseudonym(self, number: str) -> str | None:
+        if number in self._recent:
+            return self._recent[number]
+        if len(self._recent) >= _RECENT:
+            self._recent.clear()
         e164 = self.normalise(number)
-        if e164 is None:
-            return None
-        mac = hmac.new(self.key, b"hotline-cid-v1|" + e164.encode(), hashlib.sha256).digest()
-        return f"k{self.key_id}:" + base64.b32encode(mac).decode()[:26]
+        key = None
+        if e164 is not None:
+            mac = hmac.new(self.key, b"hotline-cid-v1|" + e164.encode(), hashlib.sha256).digest()
+            # 26 base32 characters come from the first 17 bytes; encode 20, not all 32.
+            key = f"k{self.key_id}:" + base64.b32encode(mac[:20]).decode()[:26]
+        self._recent[number] = key
+        return key
 
     def scrub(self, fields: Mapping[str, str]) -> dict[str, str]:
         """The allow-listed fields of an AMI message, with the caller replaced by a pseudonym."""

@@ -8,7 +8,7 @@ from hotline.ami import _Protocol
 
 
 class Sink:
-    """Stands in for the manager (dispatch) and the link (observer, malformed)."""
+    """Stands in for the manager (dispatch) and the link (event, observer, malformed)."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, str]] = []
@@ -17,6 +17,9 @@ class Sink:
 
     def dispatch(self, message: Any) -> None:
         self.events.append(dict(message.items()))
+
+    def event(self, _manager: Any, fields: dict[str, str]) -> None:
+        self.events.append(fields)
 
     def message_received(self) -> None:
         pass
@@ -56,3 +59,19 @@ async def test_a_block_without_event_or_response_is_counted_as_malformed() -> No
     p.data_received(b"\x00\x01garbage\r\n\r\nFoo: bar\r\n\r\nEvent: Reload\r\nModule: All\r\n\r\n")
     assert sink.malformed_count == 2
     assert [e["Event"] for e in sink.events] == ["Reload"]
+
+
+async def test_list_items_and_shutdown_go_through_panoramisk_and_events_do_not() -> None:
+    p, sink = protocol()
+    p.responses = {}
+    p.data_received(
+        b"Event: QueueMember\r\nActionID: a/1\r\nName: r-1\r\n\r\n"
+        b"Event: QueueMemberAdded\r\nMemberName: r-2\r\nChanVariable: A=1\r\nChanVariable: B=2\r\n"
+        b"\r\n"
+    )
+    # No action waits for a/1 here, so panoramisk dispatches it; the plain event comes parsed,
+    # its repeated header joined as panoramisk's Message would have it.
+    assert sink.events[0]["Name"] == "r-1"
+    assert sink.events[1] == {
+        "Event": "QueueMemberAdded", "MemberName": "r-2", "ChanVariable": "A=1\nB=2",
+    }  # fmt: skip
