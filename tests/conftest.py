@@ -12,7 +12,7 @@ import pytest
 
 from hotline import daemon
 from hotline.config import parse_config
-from tests.harness import AmiTestClient, ManualClock, Pbx, free_port
+from tests.harness import AmiTestClient, ManualClock, Pbx, free_port, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +35,15 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbx]:
 
 @pytest.fixture
 async def ami(pbx: Pbx) -> AsyncIterator[AmiTestClient]:
-    """A test AMI session, with the PBX's queues emptied of dynamic members first."""
+    """A test AMI session on a quiet PBX: no call left over from an earlier test (a stand-in
+    responder still talking would be busy, and rightly kept), and no dynamic members."""
     async with AmiTestClient(pbx) as client:
+        await client.link.send({"Action": "Hangup", "Channel": "/.*/"})
+
+        async def channels() -> str:
+            return await asyncio.to_thread(pbx.cli, "core show channels count")
+
+        await wait_for(channels, lambda out: out.startswith("0 active channels"), 10, "no calls")
         for member in await client.members():
             if member.dynamic:
                 await client.action(
