@@ -93,7 +93,8 @@ _OPEN, _ANSWERED, _UNKNOWN, _FINAL = 1, 2, 3, 4
 _Key = tuple[str, str]  # (caller uniqueid, queue)
 
 
-def _text(fields: Mapping[str, str], name: str) -> str | None:
+def field_text(fields: Mapping[str, str], name: str) -> str | None:
+    """A field's value, stripped; None when it is missing or blank."""
     value = fields.get(name)
     if isinstance(value, str):
         value = value.strip()
@@ -229,13 +230,13 @@ class _Call:
 
     def take_caller(self, fields: Mapping[str, str]) -> None:
         """Campaign and caller pseudonym, as QueueCallerJoin and QueueResult carry them."""
-        self.campaign = _text(fields, "Campaign")
-        self.caller_withheld = _text(fields, "CallerWithheld") == "1"
+        self.campaign = field_text(fields, "Campaign")
+        self.caller_withheld = field_text(fields, "CallerWithheld") == "1"
         if self.caller_withheld:
             self.caller_key = self.caller_key_id = None
         else:
-            self.caller_key = _text(fields, "CallerKey")
-            self.caller_key_id = _text(fields, "CallerKeyId")
+            self.caller_key = field_text(fields, "CallerKey")
+            self.caller_key_id = field_text(fields, "CallerKeyId")
 
     def find_attempt(self, dest: str | None, responder: str, *states: AttemptOutcome) -> int | None:
         """The attempt rung on `dest` if known, else the latest one of `responder` in `states`."""
@@ -322,7 +323,7 @@ class CallBook:
     def feed(self, name: str, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
         """Apply one AMI event; return the snapshots of the records it changed, in order."""
         if name == "UserEvent":
-            name = _text(fields, "UserEvent") or ""
+            name = field_text(fields, "UserEvent") or ""
             if name not in ("QueueResult", "QueueRollover"):
                 return []
         elif name in ("QueueResult", "QueueRollover"):
@@ -451,7 +452,7 @@ class CallBook:
     def _call_for(self, fields: Mapping[str, str], at: datetime) -> _Call | None:
         """The latest visit the event names, created if unknown: a queue event is evidence of a
         call even when its join was lost or happened while we were away."""
-        uniqueid, queue = _text(fields, "Uniqueid"), _text(fields, "Queue")
+        uniqueid, queue = field_text(fields, "Uniqueid"), field_text(fields, "Queue")
         if uniqueid is None or queue is None:
             return None
         call = self._calls.get((uniqueid, queue))
@@ -477,7 +478,7 @@ class CallBook:
     # -- event handlers ----------------------------------------------------------------------
 
     def _join(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
-        uniqueid, queue = _text(fields, "Uniqueid"), _text(fields, "Queue")
+        uniqueid, queue = field_text(fields, "Uniqueid"), field_text(fields, "Queue")
         if uniqueid is None or queue is None:
             return []
         changed: list[CallRecord] = []
@@ -512,7 +513,7 @@ class CallBook:
         call.take_caller(fields)
 
     def _called(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
-        dest = _text(fields, "DestUniqueid")
+        dest = field_text(fields, "DestUniqueid")
         if dest is not None and dest in self._dests:
             return []  # a repeat: one member leg is rung once
         call = self._call_for(fields, at)
@@ -533,12 +534,12 @@ class CallBook:
         return [self._emit(call, at)]
 
     def _dial_end(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
-        dest = _text(fields, "DestUniqueid")
+        dest = field_text(fields, "DestUniqueid")
         call = self._dests.get(dest) if dest is not None else None
         if call is None or dest is None or not call.is_open:
             return []
         call.seen(at)
-        outcome = _DIAL_OUTCOMES.get((_text(fields, "DialStatus") or "").upper())
+        outcome = _DIAL_OUTCOMES.get((field_text(fields, "DialStatus") or "").upper())
         index = call.dests[dest]
         if outcome is None or call.attempts[index].outcome is not AttemptOutcome.RINGING:
             return []  # ANSWER is AgentConnect's to record; a settled attempt stays settled
@@ -551,7 +552,7 @@ class CallBook:
             return []
         responder = _responder(fields)
         ring_ms = _count(fields, "RingTime")  # milliseconds in this event
-        dest = _text(fields, "DestUniqueid")
+        dest = field_text(fields, "DestUniqueid")
         index = call.find_attempt(dest, responder, AttemptOutcome.RINGING)
         if index is None:
             # DialEnd NOANSWER may have come first and left the ring time to fill in.
@@ -595,7 +596,9 @@ class CallBook:
         call.answered_by = responder or None
         call.wait_s = float(hold) if hold is not None else _between(call.entered_at, at)
         call.provisional, call.abandon_at = False, None
-        index = call.find_attempt(_text(fields, "DestUniqueid"), responder, AttemptOutcome.RINGING)
+        index = call.find_attempt(
+            field_text(fields, "DestUniqueid"), responder, AttemptOutcome.RINGING
+        )
         if index is None:
             rang_at = _minus(at, ring_s) or at
             call.add_attempt(responder, rang_at, AttemptOutcome.ANSWERED, None, ring_ms)
@@ -628,14 +631,14 @@ class CallBook:
         call.talk_s = float(talk) if talk is not None else _between(call.answered_at, at)
         if not any(a.outcome is AttemptOutcome.ANSWERED for a in call.attempts):
             index = call.find_attempt(
-                _text(fields, "DestUniqueid"), responder, AttemptOutcome.RINGING
+                field_text(fields, "DestUniqueid"), responder, AttemptOutcome.RINGING
             )
             if index is None:
                 rang_at = call.answered_at or at
                 call.add_attempt(responder, rang_at, AttemptOutcome.ANSWERED)
             else:
                 call.set_attempt(index, AttemptOutcome.ANSWERED, call.attempts[index].ring_ms)
-        transferred = (_text(fields, "Reason") or "").lower() == "transfer"
+        transferred = (field_text(fields, "Reason") or "").lower() == "transfer"
         call.finish(Outcome.TRANSFERRED if transferred else Outcome.ANSWERED, at)
         return [self._emit(call, at)]
 
@@ -644,7 +647,7 @@ class CallBook:
         if call is None or call.rank != _OPEN:
             return []
         responder = _responder(fields)
-        dest = _text(fields, "DestUniqueid")
+        dest = field_text(fields, "DestUniqueid")
         index = call.find_attempt(dest, responder, AttemptOutcome.RINGING)
         if index is None:
             call.add_attempt(responder, at, AttemptOutcome.CANCELED, dest)
@@ -672,14 +675,14 @@ class CallBook:
         return [self._emit(call, at)]
 
     def _leave(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
-        uniqueid, queue = _text(fields, "Uniqueid"), _text(fields, "Queue")
+        uniqueid, queue = field_text(fields, "Uniqueid"), field_text(fields, "Queue")
         call = self._calls.get((uniqueid, queue)) if uniqueid and queue else None
         if call is not None:
             call.seen(at)  # no outcome by itself, but the call is alive
         return []
 
     def _hangup(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
-        uniqueid = _text(fields, "Uniqueid")
+        uniqueid = field_text(fields, "Uniqueid")
         queues = self._queues_of.get(uniqueid) if uniqueid is not None else None
         if uniqueid is None or not queues:
             return []  # Hangup fires for every channel, most of them no caller of ours
@@ -705,8 +708,8 @@ class CallBook:
         return changed
 
     def _queue_result(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
-        uniqueid, queue = _text(fields, "Uniqueid"), _text(fields, "Queue")
-        status = (_text(fields, "Status") or "").upper()
+        uniqueid, queue = field_text(fields, "Uniqueid"), field_text(fields, "Queue")
+        status = (field_text(fields, "Status") or "").upper()
         if uniqueid is None or queue is None:
             return []
         previous = self._calls.get((uniqueid, queue))
@@ -743,7 +746,7 @@ class CallBook:
         return [self._emit(call, at)]
 
     def _rollover(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
-        uniqueid, queue = _text(fields, "Uniqueid"), _text(fields, "Queue")
+        uniqueid, queue = field_text(fields, "Uniqueid"), field_text(fields, "Queue")
         call = self._calls.get((uniqueid, queue)) if uniqueid and queue else None
         if call is None or call.rolled_over:
             return []
@@ -752,4 +755,4 @@ class CallBook:
 
 
 def _responder(fields: Mapping[str, str]) -> str:
-    return _text(fields, "MemberName") or _text(fields, "Interface") or ""
+    return field_text(fields, "MemberName") or field_text(fields, "Interface") or ""

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from hotline.calls import field_text
+
 # Why a member joined or left a queue.
 JOIN_REASONS = ("shift", "exception", "drift_repair", "asterisk_restart", "restored", "external")
 LEAVE_REASONS = ("shift", "exception", "drift", "asterisk_restart", "external", "unknown")
@@ -45,18 +47,9 @@ _TICK = timedelta(microseconds=1)
 _CHANGES = {"join": JOIN_REASONS, "leave": LEAVE_REASONS}
 
 
-def _text(fields: Mapping[str, str], name: str) -> str | None:
-    value = fields.get(name)
-    if isinstance(value, str):
-        value = value.strip()
-        if value:
-            return value
-    return None
-
-
 def _flag(fields: Mapping[str, str], name: str) -> bool | None:
     """Asterisk's 0/1 flags; anything else is no information."""
-    value = _text(fields, name)
+    value = field_text(fields, name)
     return True if value == "1" else False if value == "0" else None
 
 
@@ -92,13 +85,13 @@ class Presence:
     ) -> list[MemberSession | PauseInterval]:
         """Apply one member event (QueueMemberAdded, QueueMemberRemoved, QueueMemberPause);
         return the sessions and pauses it opened or closed, in order. Other events are no-ops."""
-        queue, interface = _text(fields, "Queue"), _text(fields, "Interface")
+        queue, interface = field_text(fields, "Queue"), field_text(fields, "Interface")
         if queue is None or interface is None:
             return []
         key = (queue, interface)
         at = _aware(at)
-        responder = _text(fields, "MemberName") or interface
-        reason = _text(fields, "PausedReason") or ""
+        responder = field_text(fields, "MemberName") or interface
+        reason = field_text(fields, "PausedReason") or ""
         paused = _flag(fields, "Paused")
         if name == "QueueMemberAdded":
             join_reason = self._expected.pop((queue, interface, "join"), "external")

@@ -36,6 +36,8 @@ from typing import Any, Literal, TypeVar
 import aiohttp
 import yaml
 
+from tests.harness import wait_for
+
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 SCRAPE_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
@@ -362,18 +364,11 @@ async def _poll(
     what: str,
     log_tail: Callable[[], str],
 ) -> T:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = await probe()
-        if accept(value):
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(
-                f"timed out after {within} s waiting for {what}; last: {value!r};"
-                f" Prometheus log:\n{log_tail()}"
-            )
-        await asyncio.sleep(0.1)  # between polls of a condition that has a deadline
+    """harness.wait_for, with Prometheus' own log in the failure."""
+    try:
+        return await wait_for(probe, accept, within, what, interval=0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; Prometheus log:\n{log_tail()}") from None
 
 
 # -- the expressions to check ---------------------------------------------------------------
