@@ -9,7 +9,7 @@ import os
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -149,10 +149,10 @@ class Config:
     http: HttpSettings
     reconcile: ReconcileSettings
     # Call recording is on when a database is configured; it then needs the pseudonym keys.
-    database: DatabaseSettings | None = None
-    privacy: PrivacySettings | None = None
-    calls: CallSettings = CallSettings(5.0, 6 * 3600.0, None, 2.0)
-    service: Mapping[str, QueueService] = field(default_factory=dict)
+    database: DatabaseSettings | None
+    privacy: PrivacySettings | None
+    calls: CallSettings
+    service: Mapping[str, QueueService]
 
 
 def load_config(path: Path) -> Config:

@@ -114,7 +114,10 @@ class Daemon:
         self, config: Config, secrets: Secrets, clock: Clock, registry: CollectorRegistry
     ) -> None:
         self.config = config
-        self.clock = clock
+        # When Asterisk last started (from FullyBooted's Uptime), and whether the latest
+        # (re)connect found it restarted rather than merely reconnected.
+        self._asterisk_started: float | None = None
+        self._asterisk_restarted = False
         self.metrics = Metrics(registry, config.roster.queues)
         self.board = QueueBoard({q: s.wrapup_s for q, s in config.service.items()})
         rollover = config.calls.upstream_rollover_after_s
@@ -188,6 +191,16 @@ class Daemon:
             await asyncio.sleep(_LOOP_PROBE_S)
             self.metrics.loop_lag.observe(max(0.0, loop.time() - started - _LOOP_PROBE_S))
 
+    def _note_boot(self, uptime_s: float) -> None:
+        started = time.time() - uptime_s
+        previous = self._asterisk_started
+        # Uptime has 1 s resolution: only a clear move of the start time is a restart, so a
+        # reconnect never looks like one (changes() on the start-time series drives an alert).
+        self._asterisk_restarted = previous is not None and abs(started - previous) > 5
+        if previous is None or self._asterisk_restarted:
+            self._asterisk_started = started
+            self.metrics.asterisk_start.set(round(started))
+
     def exposition(self) -> bytes:
         return render_metrics(self.metrics.registry, self.flow)
 
@@ -195,7 +208,7 @@ class Daemon:
         """Every QueueStatus read rebuilds the live model; a reconnect's closes stale calls."""
         self.board.resync(items, time.time())
         if self.recording is not None:
-            self.recording.on_status(items, triggers)
+            self.recording.on_status(items, triggers, asterisk_restarted=self._asterisk_restarted)
 
     async def restore(self) -> None:
         """Continue the calls and sessions that were open when the daemon last stopped. Postgres
@@ -218,11 +231,13 @@ class Daemon:
         assert self.store is not None
         assert self.config.database is not None
         while True:
+            days = self.config.database.retention_days
             try:
-                deleted = await self.store.purge(self.config.database.retention_days)
-            except StoreUnavailable:
-                deleted = None
-            log.info("retention_purged", rows=deleted, days=self.config.database.retention_days)
+                deleted = await self.store.purge(days)
+            except StoreUnavailable as exc:
+                log.warning("retention_skipped", days=days, reason=str(exc))
+            else:
+                log.info("retention_purged", rows=deleted, days=days)
             await asyncio.sleep(_RETENTION_EVERY_S)
 
     async def consume(self) -> None:
@@ -239,7 +254,7 @@ class Daemon:
             elif isinstance(item, LinkUp):
                 self.keeper.wake("connect")
                 if item.uptime_s is not None:
-                    self.metrics.asterisk_booted(item.uptime_s, time.time())
+                    self._note_boot(item.uptime_s)
             elif isinstance(item, LinkDown):
                 self.keeper.link_down()
 

@@ -56,7 +56,6 @@ class Link(Protocol):
 
 class Observer(Protocol):
     def round_done(self, result: str, seconds: float, synced: bool) -> None: ...
-    def action_applied(self, kind: str, ok: bool) -> None: ...
     def membership(
         self,
         *,
@@ -184,7 +183,7 @@ class MembershipKeeper:
         ]
         plan = reconcile.plan(desired, actual, self.owned)
         self._leaving = {(m.queue, m.interface) for m in plan.deferred}
-        self._report(desired, actual, plan)
+        self._report(desired, plan)
         self.rounds += 1
         if plan.empty:
             self.in_sync = True
@@ -241,7 +240,6 @@ class MembershipKeeper:
             if reply.result is not Result.SUCCESS:
                 self._expected[key] -= 1
         kind = type(action).__name__.lower()
-        self.observer.action_applied(kind, reply.ok)
         if reply.ok:
             log.info(
                 "member_"
@@ -261,12 +259,7 @@ class MembershipKeeper:
             )
         return action, reply
 
-    def _report(
-        self,
-        desired: roster.Desired,
-        actual: list[reconcile.ActualMember],
-        plan: reconcile.Plan,
-    ) -> None:
+    def _report(self, desired: roster.Desired, plan: reconcile.Plan) -> None:
         leaving: Counter[str] = Counter(m.queue for m in plan.deferred)
         foreign: Counter[str] = Counter(m.queue for m in plan.foreign)
         self.observer.membership(

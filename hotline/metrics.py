@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,15 +52,12 @@ _TABLES = ("calls", "member_sessions", "pauses")
 class Metrics:
     """The daemon's metrics. Its methods are the observers the AMI link and the keeper report to."""
 
-    def __init__(
-        self, registry: CollectorRegistry, queues: Iterable[str], process: bool = True
-    ) -> None:
+    def __init__(self, registry: CollectorRegistry, queues: Iterable[str]) -> None:
         self.registry = registry
         self.queues = tuple(queues)
-        if process:
-            # The default collectors are global objects; give this registry its own references.
-            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-                registry.register(_Forward(collector))
+        # The default collectors are global objects; give this registry its own references.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            registry.register(_Forward(collector))
         r = registry
         Info("hotline_build", "hotline build", registry=r).info({"version": __version__})
         self.ami_up = Gauge(
@@ -88,6 +86,8 @@ class Metrics:
             "Time of the last AMI response or event received",
             registry=r,
         )
+        self._last_message = 0.0
+        self.last_message.set_function(lambda: self._last_message)
         self.malformed = Counter(
             "hotline_ami_malformed_messages",
             "AMI messages that could not be parsed or matched, dropped",
@@ -122,12 +122,6 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
-        self.reconcile_actions = Counter(
-            "hotline_reconcile_actions",
-            "Membership actions applied by reconcile rounds, by kind and result",
-            ["kind", "result"],
-            registry=r,
-        )
         self.scheduled = Gauge(
             "hotline_shift_members_scheduled", "Members the roster wants now", ["queue"], registry=r
         )
@@ -152,8 +146,8 @@ class Metrics:
         self.events = Counter(
             "hotline_events_received", "AMI events received, by name", ["event"], registry=r
         )
-        for name in (*_EVENTS, "other"):
-            self.events.labels(name)
+        # Counted on every event: the labelled children are looked up once, here.
+        self._event_counters = {name: self.events.labels(name) for name in (*_EVENTS, "other")}
         self.dropped_total = Counter(
             "hotline_events_dropped",
             "Events or records lost, by reason; must stay 0",
@@ -208,7 +202,6 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
-        self._asterisk_started = 0.0
         self.asterisk_start = Gauge(
             "hotline_asterisk_start_timestamp_seconds",
             "When Asterisk last started, from FullyBooted's Uptime (kept across reconnects)",
@@ -245,7 +238,8 @@ class Metrics:
         self.action_seconds.labels(name).observe(seconds)
 
     def message_received(self) -> None:
-        self.last_message.set_to_current_time()
+        # Every AMI message: a plain store, read by the gauge at scrape time.
+        self._last_message = time.time()
 
     def malformed_message(self) -> None:
         self.malformed.inc()
@@ -256,21 +250,11 @@ class Metrics:
     # -- recording and store observer ---------------------------------------------------------
 
     def event_received(self, name: str) -> None:
-        self.events.labels(name if name in _EVENTS else "other").inc()
-
-    def asterisk_booted(self, uptime_s: float, now: float) -> None:
-        started = now - uptime_s
-        # Uptime has 1 s resolution: keep the old value unless it clearly moved, so a reconnect
-        # never looks like a restart (changes() on this series drives an alert).
-        if abs(started - self._asterisk_started) > 5:
-            self._asterisk_started = round(started)
-            self.asterisk_start.set(self._asterisk_started)
+        counters = self._event_counters
+        (counters.get(name) or counters["other"]).inc()
 
     def event_lag(self, seconds: float) -> None:
         self.event_lag_seconds.observe(max(0.0, seconds))
-
-    def dropped_events(self, reason: str, n: int = 1) -> None:
-        self.dropped_total.labels(reason).inc(n)
 
     def db_up(self, up: bool) -> None:
         self.db_up_gauge.set(1 if up else 0)
@@ -294,7 +278,7 @@ class Metrics:
         self.spool_bytes.set(spool_bytes)
 
     def dropped(self, reason: str, n: int) -> None:
-        self.dropped_events(reason, n)
+        self.dropped_total.labels(reason).inc(n)
 
     # -- membership keeper observer ----------------------------------------------------------
 
@@ -303,9 +287,6 @@ class Metrics:
         if result != "skipped":
             self.round_seconds.observe(seconds)
         self.state_synced.set(1 if synced else 0)
-
-    def action_applied(self, kind: str, ok: bool) -> None:
-        self.reconcile_actions.labels(kind, "ok" if ok else "failed").inc()
 
     def membership(
         self,

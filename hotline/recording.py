@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
@@ -35,7 +35,7 @@ class Sink(Protocol):
 
 class Observer(Protocol):
     def event_received(self, name: str) -> None: ...
-    def dropped_events(self, reason: str, n: int = 1) -> None: ...
+    def dropped(self, reason: str, n: int) -> None: ...
     def event_lag(self, seconds: float) -> None: ...
 
 
@@ -63,8 +63,6 @@ class Recording:
         self.sink = sink
         self.clock = clock
         self.observer = observer
-        self._boot: datetime | None = None  # when Asterisk last started, from FullyBooted
-        self._restarted = False
 
     def restore(
         self,
@@ -82,7 +80,7 @@ class Recording:
         fields = event.fields
         if name in _CALLER_EVENTS and not (fields.get("Queue") and fields.get("Uniqueid")):
             # Counted and logged by field names only: values could identify a caller.
-            self.observer.dropped_events("invalid")
+            self.observer.dropped("invalid", 1)
             log.warning("ami_event_invalid", ami_event=name, field_names=sorted(fields))
             return
         at = self._event_time(fields)
@@ -90,13 +88,13 @@ class Recording:
             self.observer.event_lag((self.clock.now() - at).total_seconds())
         if name == "AgentRingNoAnswer":
             self.flow.ring_not_answered(fields.get("Queue", ""))
-        if name == "FullyBooted":
-            self._note_boot(fields, at)
         self._submit(self.book.feed(name, fields, at))
         if name in _MEMBER_EVENTS:
             self._submit(self.presence.feed(name, fields, at))
 
-    def on_status(self, items: list[Mapping[str, str]], triggers: set[str]) -> None:
+    def on_status(
+        self, items: list[Mapping[str, str]], triggers: set[str], *, asterisk_restarted: bool
+    ) -> None:
         """After a QueueStatus read: on (re)connect, close what ended while we were away."""
         if "connect" not in triggers:
             return
@@ -118,7 +116,7 @@ class Recording:
             if i.get("Event") == "QueueMember"
         ]
         self._submit(self.book.resync(waiting, now))
-        self._submit(self.presence.snapshot(members, now, restarted=self._restarted))
+        self._submit(self.presence.snapshot(members, now, restarted=asterisk_restarted))
 
     def expect(self, queue: str, interface: str, change: str, reason: str) -> None:
         self.presence.expect(queue, interface, change, reason)
@@ -129,15 +127,13 @@ class Recording:
             await asyncio.sleep(_TICK_S)
             self._submit(self.book.tick(self.clock.now()))
 
-    @property
-    def restarted(self) -> bool:
-        return self._restarted
-
     def _submit(self, records: Iterable[Record]) -> None:
-        now = self.clock.now().timestamp()
+        now = 0.0
         for record in records:
             self.sink.submit(record)
             if isinstance(record, CallRecord):
+                # Most events change no record: the clock is read only when one did.
+                now = now or self.clock.now().timestamp()
                 self.flow.call(record, now)
 
     def _event_time(self, fields: Mapping[str, str]) -> datetime:
@@ -149,12 +145,3 @@ class Recording:
             except (ValueError, OverflowError, OSError):
                 pass
         return self.clock.now()
-
-    def _note_boot(self, fields: Mapping[str, str], at: datetime) -> None:
-        try:
-            boot = at - timedelta(seconds=float(fields.get("Uptime", "")))
-        except ValueError:
-            return
-        # Uptime has 1 s resolution: only a clear move of the boot time is a restart.
-        self._restarted = self._boot is not None and abs((boot - self._boot).total_seconds()) > 5
-        self._boot = boot
