@@ -72,6 +72,16 @@ async def test_membership_is_back_within_five_seconds_of_fullybooted_after_a_pbx
         await wait_for(fresh.names, lambda n: n == NIGHT, 5, "the night shift after restart")
 
 
+async def _rounds(hotline: Daemon, n: int) -> None:
+    """Wait until the keeper has done `n` more reconcile rounds."""
+    start = hotline.keeper.rounds
+
+    async def done() -> int:
+        return hotline.keeper.rounds - start
+
+    await wait_for(done, lambda count: count >= n, 5, f"{n} resync rounds")
+
+
 def _is_down(hotline: Daemon) -> Callable[[], Awaitable[bool]]:
     async def probe() -> bool:
         return not hotline.link.up
@@ -103,12 +113,7 @@ async def test_a_member_that_is_not_ours_survives_three_resync_rounds(
             "MemberName": "visiting-supervisor",
         }
     )
-    rounds = hotline.keeper.rounds
-
-    async def rounds_done() -> int:
-        return hotline.keeper.rounds - rounds
-
-    await wait_for(rounds_done, lambda n: n >= 3, 5, "three resync rounds")
+    await _rounds(hotline, 3)
     assert await ami.names() == {
         "crisis": ["r-1", "r-2", "visiting-supervisor"],
         "spanish": ["r-2"],
@@ -129,12 +134,7 @@ async def test_a_responder_paused_by_someone_else_stays_paused(
             "Reason": "supervision",
         }
     )
-    rounds = hotline.keeper.rounds
-
-    async def rounds_done() -> int:
-        return hotline.keeper.rounds - rounds
-
-    await wait_for(rounds_done, lambda n: n >= 3, 5, "three resync rounds")
+    await _rounds(hotline, 3)
     paused = {(m.queue, m.name): m.paused for m in await ami.members()}
     assert paused == {("crisis", "r-1"): True, ("crisis", "r-2"): False, ("spanish", "r-2"): False}
 

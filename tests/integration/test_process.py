@@ -18,20 +18,10 @@ async def test_sigterm_stops_the_daemon_cleanly_with_exit_status_zero(
 ) -> None:
     (tmp_path / "ami-secret").write_text(pbx.secret + "\n")
     port = free_port()
-    config = tmp_path / "hotline.yaml"
-    config.write_text(
+    proc = await _hotline_run(
+        tmp_path,
         f"ami: {{port: {pbx.ami_port}, username: hotline, secret_file: ami-secret}}\n"
-        f'http: {{listen: "127.0.0.1:{port}"}}\n'
-        "timezone: UTC\nqueues: {crisis: {min_responders: 0}}\nresponders: {}\nshifts: []\n"
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hotline",
-        "run",
-        "-c",
-        str(config),
-        stderr=asyncio.subprocess.PIPE,
+        f'http: {{listen: "127.0.0.1:{port}"}}\n',
     )
     try:
         async with aiohttp.ClientSession() as http:
@@ -55,26 +45,28 @@ async def test_sigterm_stops_the_daemon_cleanly_with_exit_status_zero(
     events = [json.loads(line)["event"] for line in stderr.decode().splitlines()]
     assert events[0] == "daemon_started"
     assert "ami_live" in events
-    assert events[-2:] == ["daemon_stopping", "daemon_stopped"] or events[-1] == "daemon_stopped"
+    assert "daemon_stopping" in events
+    assert events[-1] == "daemon_stopped"
     assert pbx.secret not in stderr.decode()
 
 
 async def test_an_unreadable_secret_exits_78_naming_the_setting(tmp_path: Path) -> None:
-    config = tmp_path / "hotline.yaml"
-    config.write_text(
-        "ami: {username: hotline, secret_file: /nonexistent/ami-secret}\n"
-        "timezone: UTC\nqueues: {crisis: {}}\nresponders: {}\nshifts: []\n"
-    )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "hotline",
-        "run",
-        "-c",
-        str(config),
-        stderr=asyncio.subprocess.PIPE,
+    proc = await _hotline_run(
+        tmp_path, "ami: {username: hotline, secret_file: /nonexistent/ami-secret}\n"
     )
     async with asyncio.timeout(30):
         _, stderr = await proc.communicate()
     assert proc.returncode == 78
     assert "ami.secret_file" in stderr.decode()
+
+
+async def _hotline_run(tmp_path: Path, ami_and_http: str) -> asyncio.subprocess.Process:
+    """`hotline run` with an empty roster, stderr captured."""
+    config = tmp_path / "hotline.yaml"
+    config.write_text(
+        ami_and_http
+        + "timezone: UTC\nqueues: {crisis: {min_responders: 0}}\nresponders: {}\nshifts: []\n"
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotline", "run", "-c", str(config), stderr=asyncio.subprocess.PIPE
+    )
