@@ -16,8 +16,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from hotline import daemon
+from hotline.adapters.clock import SystemClock
 from hotline.config import parse_config
-from hotline.membership import SystemClock
 from tests.harness import AmiTestClient, Pbx, free_port, wait_for
 
 MEMBERS = 1_000
@@ -99,7 +99,7 @@ async def main() -> None:
 if __name__ == "__main__":
     import structlog
 
-    from hotline import log
+    from hotline.adapters import log
 
     log.configure(level="warning")
     structlog.get_logger()

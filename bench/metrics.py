@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
 
-from hotline.calls import CallRecord, Outcome
+from hotline.adapters.metrics import CallFlow, Metrics, QueueCollector, render_metrics
 from hotline.config import QueueService
-from hotline.metrics import CallFlow, Metrics, QueueCollector, render_metrics
-from hotline.queuestate import QueueBoard
+from hotline.core.calls import CallRecord, Outcome
+from hotline.core.queuestate import QueueBoard
 
 QUEUES = 50
 MEMBERS = 2_000

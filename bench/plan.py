@@ -11,9 +11,9 @@ from datetime import time as clock_time
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
-from hotline import reconcile
-from hotline.reconcile import ActualMember
-from hotline.roster import Desired, QueuePolicy, Responder, Roster, Shift, desired_at
+from hotline.core import reconcile
+from hotline.core.reconcile import ActualMember
+from hotline.core.roster import Desired, QueuePolicy, Responder, Roster, Shift, desired_at
 
 RESPONDERS = 2_000
 QUEUES = 20

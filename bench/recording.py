@@ -57,14 +57,14 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from bench.ami_stream import QUEUE, RESPONDERS, Plan, Replayed, serve_in_process
-from hotline import log as logging_setup
-from hotline.ami import Event, Inbound
-from hotline.calls import CallRecord
+from hotline.adapters import log as logging_setup
+from hotline.adapters.clock import SystemClock
+from hotline.adapters.store.spool import Spool
+from hotline.adapters.store.writer import Record, Store, StoreObserver, migrate
 from hotline.config import parse_config
+from hotline.core.ami import Event, Inbound
+from hotline.core.calls import CallRecord
 from hotline.daemon import Daemon, read_secrets
-from hotline.membership import SystemClock
-from hotline.spool import Spool
-from hotline.store import Record, Store, StoreObserver, migrate
 from tests.pg import PgCluster
 
 TARGET_EVENTS_S = 20_000
@@ -211,7 +211,7 @@ async def measure(
     assert config.database is not None
     registry = CollectorRegistry()
     daemon = Daemon(config, read_secrets(config), SystemClock(), registry)
-    assert daemon.recording is not None
+    assert daemon.ledger is not None
     samples = {uid: i for i, uid in enumerate(plan.samples)}
     store = _CommitClock(
         dsn,
@@ -220,7 +220,7 @@ async def measure(
         samples=samples,
         calls=plan.calls,
     )
-    daemon.store = daemon.recording.sink = store
+    daemon.store = daemon.ledger.sink = store
     inbox = _ProbedInbox(daemon.inbox.maxsize, samples)
     daemon.inbox = daemon.link.inbox = inbox
     await daemon.restore()  # connects the store, as at start-up, before anything is timed
@@ -234,7 +234,7 @@ async def measure(
             tasks.create_task(daemon.link.run(), name="ami-link"),
             tasks.create_task(daemon.consume(), name="event-consumer"),
             tasks.create_task(store.run(), name="store-writer"),
-            tasks.create_task(daemon.recording.run_ticks(), name="call-ticks"),
+            tasks.create_task(daemon.ledger.run_ticks(), name="call-ticks"),
         ]
         try:
             async with asyncio.timeout(DEADLINE_S):

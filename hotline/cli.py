@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from hotline.config import Config, ConfigError, load_config
-from hotline.roster import DesiredMember, Roster, desired_at, next_change, resolve_local
+from hotline.core.roster import DesiredMember, Roster, desired_at, next_change, resolve_local
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from hotline import store  # noqa: PLC0415 - see _run
+    from hotline.adapters.store import writer as store  # noqa: PLC0415 - see _run
 
     def migrate(dsn: str, _config: Config) -> str:
         applied = asyncio.run(store.migrate(dsn))
@@ -97,7 +97,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    from hotline import store  # noqa: PLC0415 - see _run
+    from hotline.adapters.store import writer as store  # noqa: PLC0415 - see _run
 
     def purge(dsn: str, config: Config) -> str:
         assert config.database is not None
@@ -116,7 +116,8 @@ def _with_database(
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    from hotline import daemon, store  # noqa: PLC0415 - see _run
+    from hotline import daemon  # noqa: PLC0415 - see _run
+    from hotline.adapters.store import writer as store  # noqa: PLC0415
 
     dsn = _dsn(config, daemon.database_dsn)
     if dsn is None:

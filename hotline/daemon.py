@@ -14,19 +14,22 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import structlog
 from prometheus_client import CollectorRegistry
 
-from hotline import http
-from hotline import log as logging_setup
-from hotline.ami import AmiLink, Event, Inbound, LinkDown, LinkSettings, LinkUp
-from hotline.calls import CallBook
+from hotline.adapters import http
+from hotline.adapters import log as logging_setup
+from hotline.adapters.ami import AmiLink, LinkSettings
+from hotline.adapters.clock import SystemClock
+from hotline.adapters.metrics import CallFlow, Metrics, QueueCollector, render_metrics
+from hotline.adapters.store.spool import Spool
+from hotline.adapters.store.writer import SchemaError, Store, StoreUnavailable
+from hotline.app.ledger import Ledger
+from hotline.app.membership import MembershipKeeper
 from hotline.config import Config, ConfigError
-from hotline.membership import Clock, MembershipKeeper, SystemClock
-from hotline.metrics import CallFlow, Metrics, QueueCollector, render_metrics
-from hotline.presence import Presence
-from hotline.privacy import KeyFileError, Pseudonymiser, allow_listed, load_keys
-from hotline.queuestate import QueueBoard
-from hotline.recording import Recording
-from hotline.spool import Spool
-from hotline.store import SchemaError, Store, StoreUnavailable
+from hotline.core.ami import Event, Inbound, LinkDown, LinkUp
+from hotline.core.calls import CallBook
+from hotline.core.clock import Clock
+from hotline.core.presence import Presence
+from hotline.core.privacy import KeyFileError, Pseudonymiser, allow_listed, load_keys
+from hotline.core.queuestate import QueueBoard
 
 log = structlog.get_logger("hotline.daemon")
 
@@ -142,7 +145,7 @@ class Daemon:
             scrub=pseudonymiser.scrub if pseudonymiser is not None else allow_listed,
         )
         self.store: Store | None = None
-        self.recording: Recording | None = None
+        self.ledger: Ledger | None = None
         if config.database is not None and secrets.database_dsn is not None:
             self.store = Store(
                 secrets.database_dsn,
@@ -158,7 +161,7 @@ class Daemon:
             )
             # Call times are Asterisk's event timestamps, so their grace periods and stale bounds
             # run on the wall clock, whatever clock drives the roster (tests drive that one).
-            self.recording = Recording(
+            self.ledger = Ledger(
                 book, Presence(), self.store, SystemClock(), self.metrics, flow=self.flow
             )
             # Read at scrape time: the call book is the truth, no second count to keep in step.
@@ -170,7 +173,7 @@ class Daemon:
             self.metrics,
             config.reconcile.resync_interval_s,
             on_status=self.on_status,
-            on_change=self.recording.expect if self.recording else None,
+            on_change=self.ledger.expect if self.ledger else None,
         )
 
     def not_ready(self) -> list[str]:
@@ -207,13 +210,13 @@ class Daemon:
     def on_status(self, items: list[Mapping[str, str]], triggers: set[str]) -> None:
         """Every QueueStatus read rebuilds the live model; a reconnect's closes stale calls."""
         self.board.resync(items, time.time())
-        if self.recording is not None:
-            self.recording.on_status(items, triggers, asterisk_restarted=self._asterisk_restarted)
+        if self.ledger is not None:
+            self.ledger.on_status(items, triggers, asterisk_restarted=self._asterisk_restarted)
 
     async def restore(self) -> None:
         """Continue the calls and sessions that were open when the daemon last stopped. Postgres
         being away is not fatal (records spool); a schema this version does not know is."""
-        if self.store is None or self.recording is None:
+        if self.store is None or self.ledger is None:
             return
         try:
             async with asyncio.timeout(_RESTORE_TIMEOUT_S):
@@ -223,7 +226,7 @@ class Daemon:
         except (StoreUnavailable, TimeoutError) as exc:
             log.warning("restore_skipped", reason=str(exc) or "postgres did not answer in time")
             return
-        self.recording.restore(calls, sessions, pauses)
+        self.ledger.restore(calls, sessions, pauses)
         log.info("restored", calls=len(calls), sessions=len(sessions), pauses=len(pauses))
 
     async def run_retention(self) -> None:
@@ -249,8 +252,8 @@ class Daemon:
             if isinstance(item, Event):
                 self.board.feed(item.name, item.fields, time.time())
                 self.keeper.on_event(item)
-                if self.recording is not None:
-                    self.recording.on_event(item)
+                if self.ledger is not None:
+                    self.ledger.on_event(item)
             elif isinstance(item, LinkUp):
                 self.keeper.wake("connect")
                 if item.uptime_s is not None:
@@ -290,10 +293,10 @@ async def run(
                 tasks.create_task(daemon.keeper.run_timer(), name="shift-timer"),
                 tasks.create_task(daemon.watch_loop(), name="loop-lag"),
             ]
-            if daemon.store is not None and daemon.recording is not None:
+            if daemon.store is not None and daemon.ledger is not None:
                 running += [
                     tasks.create_task(daemon.store.run(), name="store-writer"),
-                    tasks.create_task(daemon.recording.run_ticks(), name="call-ticks"),
+                    tasks.create_task(daemon.ledger.run_ticks(), name="call-ticks"),
                     tasks.create_task(daemon.run_retention(), name="retention"),
                 ]
             if started is not None:

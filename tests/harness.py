@@ -13,7 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from hotline.ami import AmiLink, Event, Inbound, LinkSettings, LinkUp, Reply, Result
+from hotline.adapters.ami import AmiLink, LinkSettings
+from hotline.core.ami import Event, Inbound, LinkUp, Reply, Result
 
 REPO = Path(__file__).resolve().parent.parent
 PBX_SCRIPT = REPO / "deploy" / "pbx.sh"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hotline.privacy import Pseudonymiser, load_keys
-from hotline.store import migrate
+from hotline.adapters.store.writer import migrate
+from hotline.core.privacy import Pseudonymiser, load_keys
 from tests.pg import PgCluster
 
 

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hotline.ami import AmiLink, Event, Inbound, LinkDown, LinkSettings, LinkUp, Result
+from hotline.adapters.ami import AmiLink, LinkSettings
+from hotline.core.ami import Event, Inbound, LinkDown, LinkUp, Result
 from tests.fake_ami import EOL, FakeAmi
 from tests.harness import wait_for
 

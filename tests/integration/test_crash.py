@@ -14,8 +14,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from hotline.privacy import load_keys
-from hotline.store import migrate
+from hotline.adapters.store.writer import migrate
+from hotline.core.privacy import load_keys
 from tests.harness import AmiTestClient, Pbx, free_port, local, wait_for
 from tests.pg import PgCluster
 

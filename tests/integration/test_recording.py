@@ -203,8 +203,8 @@ async def test_calls_completing_while_postgres_is_down_are_all_recorded_exactly_
     await wait_for(status, lambda s: "spooled" in s, 20, "records spooled while Postgres is down")
     # Down for 30 s in all, while the calls completed.
     await asyncio.sleep(max(0.0, 30 - (loop.time() - down_at)))
-    assert hotline.recording is not None
-    assert hotline.recording.book.open_count == 0
+    assert hotline.ledger is not None
+    assert hotline.ledger.book.open_count == 0
     await asyncio.to_thread(recorded.cluster.start)
 
     async def rows() -> list[dict[str, object]]:

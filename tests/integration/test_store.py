@@ -17,10 +17,8 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import pytest
 
-from hotline.calls import AttemptOutcome, CallRecord, Outcome, RingAttempt
-from hotline.presence import MemberSession, PauseInterval
-from hotline.spool import DEAD_LETTERS, Spool
-from hotline.store import (
+from hotline.adapters.store.spool import DEAD_LETTERS, Spool
+from hotline.adapters.store.writer import (
     SCHEMA_VERSION,
     SchemaError,
     Store,
@@ -30,6 +28,8 @@ from hotline.store import (
     migrate,
     to_json,
 )
+from hotline.core.calls import AttemptOutcome, CallRecord, Outcome, RingAttempt
+from hotline.core.presence import MemberSession, PauseInterval
 from tests.pg import PgCluster, free_port
 
 T0 = datetime(2026, 1, 5, 3, 0, 0, 250_000, tzinfo=UTC)

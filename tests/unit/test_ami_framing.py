@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hotline.ami import _Protocol
+from hotline.adapters.ami import _Protocol
 
 
 class Sink:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hotline.config import ConfigError, SecretRef, load_config, parse_config
-from hotline.roster import ExceptionKind, QueuePolicy, Responder
+from hotline.core.roster import ExceptionKind, QueuePolicy, Responder
 
 PATH = Path("hotline.yaml")
 NEW_YORK = ZoneInfo("America/New_York")

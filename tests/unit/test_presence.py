@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hotline.presence import (
+from hotline.core.presence import (
     JOIN_REASONS,
     LEAVE_REASONS,
     MemberSession,

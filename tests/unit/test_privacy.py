@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hotline.privacy import KeyFileError, Pseudonymiser, load_keys
+from hotline.core.privacy import KeyFileError, Pseudonymiser, load_keys
 
 KEY = Pseudonymiser("1", bytes(range(32)))
 OTHER_KEY = Pseudonymiser("2", bytes(range(1, 33)))

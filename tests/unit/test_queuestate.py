@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hotline.queuestate import STATES, QueueBoard
+from hotline.core.queuestate import STATES, QueueBoard
 
 NOW = 1_800_000_000.0
 

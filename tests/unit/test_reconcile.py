@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hotline.reconcile import (
+from hotline.core.reconcile import (
     ActualMember,
     Add,
     Remove,
@@ -15,7 +15,7 @@ from hotline.reconcile import (
     member_from_status,
     plan,
 )
-from hotline.roster import DesiredMember
+from hotline.core.roster import DesiredMember
 
 QUEUES = ("crisis", "spanish")
 IDS = tuple(f"r-{i}" for i in range(8))

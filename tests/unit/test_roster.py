@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hotline.roster import (
+from hotline.core.roster import (
     DesiredMember,
     ExceptionKind,
     QueuePolicy,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hotline.staffing import Staffing, asa, p_wait, required, service_level
+from hotline.core.staffing import Staffing, asa, p_wait, required, service_level
 
 # docs/metrics-kpis-ops.md section 7.3: 100 calls per 30 min, 180 s handle time, 20 s / 80 %.
 REF_RATE = 100 / 1800

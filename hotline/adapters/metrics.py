@@ -27,10 +27,11 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from hotline import __version__, staffing
-from hotline.calls import CallRecord, Outcome
+from hotline import __version__
 from hotline.config import QueueService
-from hotline.queuestate import STATES, QueueBoard
+from hotline.core import staffing
+from hotline.core.calls import CallRecord, Outcome
+from hotline.core.queuestate import STATES, QueueBoard
 
 # `_created` series double the series count for nothing Prometheus users need here.
 disable_created_metrics()  # type: ignore[no-untyped-call]

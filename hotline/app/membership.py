@@ -11,14 +11,15 @@ import asyncio
 import dataclasses
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
 
-from hotline import reconcile, roster
-from hotline.ami import Event, Reply, Result
-from hotline.reconcile import Action, Add, Remove, SetPenalty
+from hotline.core import reconcile, roster
+from hotline.core.ami import Event, Reply, Result
+from hotline.core.clock import Clock
+from hotline.core.reconcile import Action, Add, Remove, SetPenalty
 
 log = structlog.get_logger("hotline.membership")
 
@@ -27,24 +28,6 @@ _MEMBER_CHANGES = frozenset({"QueueMemberAdded", "QueueMemberRemoved", "QueueMem
 _WINDOW = 256
 # After a failed round, try again this soon rather than waiting for the periodic resync.
 _RETRY_S = 1.0
-
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-    async def sleep_until(self, at: datetime) -> None:
-        """Return at `at` or, for a clock that may jump, soon after the clock could have moved."""
-        ...
-
-
-class SystemClock:
-    """Wall-clock time; sleeps are capped so a clock step (NTP) is noticed within a minute."""
-
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    async def sleep_until(self, at: datetime) -> None:
-        delay = (at - self.now()).total_seconds()
-        await asyncio.sleep(min(max(delay, 0.0), 60.0))
 
 
 class Link(Protocol):

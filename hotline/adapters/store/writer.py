@@ -21,9 +21,9 @@ from typing import Any, Final, NamedTuple, Protocol
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import structlog
 
-from hotline.calls import AttemptOutcome, CallRecord, Outcome, RingAttempt
-from hotline.presence import MemberSession, PauseInterval
-from hotline.spool import Segment, Spool
+from hotline.adapters.store.spool import Segment, Spool
+from hotline.core.calls import AttemptOutcome, CallRecord, Outcome, RingAttempt
+from hotline.core.presence import MemberSession, PauseInterval
 
 SCHEMA_VERSION: Final = 1
 
@@ -84,7 +84,7 @@ class Migration:
 def migrations() -> list[Migration]:
     """The migration files beside this module, in version order (0001, 0002, ... no gaps)."""
     found: list[Migration] = []
-    for entry in resources.files("hotline").joinpath("migrations").iterdir():
+    for entry in resources.files("hotline.adapters.store").joinpath("migrations").iterdir():
         match = _MIGRATION_FILE.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), entry.name[:-4], entry.read_text("utf-8")))

@@ -7,11 +7,12 @@ only a keyed pseudonym. No I/O and no clock: instants come with the events and w
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+
+from hotline.core.ami import aware, field_count, field_text
 
 
 class Outcome(enum.Enum):
@@ -70,7 +71,6 @@ class CallRecord:
 
 # A field parses as a count only when it is plain ASCII digits; nine at most, so that no garbage
 # value can overflow the datetime arithmetic (int() would also take "1_000", "+5" or "٣").
-_COUNT = re.compile(r"[0-9]{1,9}")
 
 _DIAL_OUTCOMES = {
     "BUSY": AttemptOutcome.BUSY,
@@ -93,25 +93,6 @@ _OPEN, _ANSWERED, _UNKNOWN, _FINAL = 1, 2, 3, 4
 _Key = tuple[str, str]  # (caller uniqueid, queue)
 
 
-def field_text(fields: Mapping[str, str], name: str) -> str | None:
-    """A field's value, stripped; None when it is missing or blank."""
-    value = fields.get(name)
-    if isinstance(value, str):
-        value = value.strip()
-        if value:
-            return value
-    return None
-
-
-def _count(fields: Mapping[str, str], name: str) -> int | None:
-    value = fields.get(name)
-    if isinstance(value, str):
-        value = value.strip()
-        if _COUNT.fullmatch(value):
-            return int(value)
-    return None
-
-
 def _minus(at: datetime | None, seconds: float | None) -> datetime | None:
     if at is None or seconds is None:
         return None
@@ -126,10 +107,6 @@ def _between(start: datetime | None, end: datetime) -> float | None:
     if start is None:
         return None
     return max(0.0, (end - start).total_seconds())
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.utcoffset() is not None else at.replace(tzinfo=UTC)
 
 
 class _Call:
@@ -329,12 +306,12 @@ class CallBook:
         elif name in ("QueueResult", "QueueRollover"):
             return []  # only ever meaningful as UserEvents raised by our dialplan
         handler = self._handlers.get(name)
-        return handler(fields, _aware(at)) if handler is not None else []
+        return handler(fields, aware(at)) if handler is not None else []
 
     def tick(self, now: datetime) -> list[CallRecord]:
         """Finalise provisional abandons past the grace period, close stale records as UNKNOWN,
         and forget closed records nobody has touched for keep_closed_s."""
-        now = _aware(now)
+        now = aware(now)
         changed: list[CallRecord] = []
         for call in list(self._calls.values()):
             if call.is_open:
@@ -394,7 +371,7 @@ class CallBook:
         """After an AMI (re)connect: close every open record Asterisk no longer reports waiting
         as UNKNOWN (it ended while we were away), and open a record for every waiting caller we
         have no open record for (it joined while we were away)."""
-        now = _aware(now)
+        now = aware(now)
         present = {(queue, uniqueid) for queue, uniqueid in waiting if queue and uniqueid}
         changed: list[CallRecord] = []
         for call in list(self._calls.values()):
@@ -509,7 +486,7 @@ class CallBook:
     def _apply_join(call: _Call, fields: Mapping[str, str], at: datetime) -> None:
         call.joined, call.join_at = True, at
         call.entered_at = at
-        call.position = _count(fields, "Position")
+        call.position = field_count(fields, "Position")
         call.take_caller(fields)
 
     def _called(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
@@ -551,7 +528,7 @@ class CallBook:
         if call is None or not call.is_open:
             return []
         responder = _responder(fields)
-        ring_ms = _count(fields, "RingTime")  # milliseconds in this event
+        ring_ms = field_count(fields, "RingTime")  # milliseconds in this event
         dest = field_text(fields, "DestUniqueid")
         index = call.find_attempt(dest, responder, AttemptOutcome.RINGING)
         if index is None:
@@ -587,8 +564,8 @@ class CallBook:
         if call is None or call.rank != _OPEN:
             return []
         responder = _responder(fields)
-        hold = _count(fields, "HoldTime")
-        ring_s = _count(fields, "RingTime")  # seconds in this event
+        hold = field_count(fields, "HoldTime")
+        ring_s = field_count(fields, "RingTime")  # seconds in this event
         ring_ms = ring_s * 1000 if ring_s is not None else None
         if call.entered_at is None:
             call.entered_at = _minus(at, hold)
@@ -615,8 +592,8 @@ class CallBook:
         if call is None or call.rank == _FINAL:
             return []
         responder = _responder(fields)
-        hold = _count(fields, "HoldTime")
-        talk = _count(fields, "TalkTime")
+        hold = field_count(fields, "HoldTime")
+        talk = field_count(fields, "TalkTime")
         if call.answered_at is None:
             call.answered_at = _minus(at, talk)
         if call.answered_by is None:
@@ -663,11 +640,11 @@ class CallBook:
         call = self._call_for(fields, at)
         if call is None or call.rank != _OPEN or call.provisional:
             return []
-        hold = _count(fields, "HoldTime")
+        hold = field_count(fields, "HoldTime")
         if call.entered_at is None:
             call.entered_at = _minus(at, hold)
         if call.position is None:
-            call.position = _count(fields, "OriginalPosition")
+            call.position = field_count(fields, "OriginalPosition")
         # Provisional: Asterisk raises this for a hangup and for timeout, leaveempty and
         # withdraw alike (asterisk-ami.md §3.2); Hangup, QueueResult or the grace decide.
         call.provisional, call.abandon_at = True, at

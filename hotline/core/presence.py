@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from hotline.calls import field_text
+from hotline.core.ami import aware, field_flag, field_text
 
 # Why a member joined or left a queue.
 JOIN_REASONS = ("shift", "exception", "drift_repair", "asterisk_restart", "restored", "external")
@@ -47,16 +47,6 @@ _TICK = timedelta(microseconds=1)
 _CHANGES = {"join": JOIN_REASONS, "leave": LEAVE_REASONS}
 
 
-def _flag(fields: Mapping[str, str], name: str) -> bool | None:
-    """Asterisk's 0/1 flags; anything else is no information."""
-    value = field_text(fields, name)
-    return True if value == "1" else False if value == "0" else None
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.utcoffset() is not None else at.replace(tzinfo=UTC)
-
-
 class Presence:
     """Folds QueueMemberAdded/Removed/Pause events and QueueStatus snapshots into sessions and
     pause intervals. Every method returns the snapshots it changed, each with a higher revision.
@@ -89,10 +79,10 @@ class Presence:
         if queue is None or interface is None:
             return []
         key = (queue, interface)
-        at = _aware(at)
+        at = aware(at)
         responder = field_text(fields, "MemberName") or interface
         reason = field_text(fields, "PausedReason") or ""
-        paused = _flag(fields, "Paused")
+        paused = field_flag(fields, "Paused")
         if name == "QueueMemberAdded":
             join_reason = self._expected.pop((queue, interface, "join"), "external")
             changed: list[MemberSession | PauseInterval] = []
@@ -116,7 +106,7 @@ class Presence:
         """Align with the members Asterisk reports after a resync: (queue, interface,
         member_name, paused, paused_reason). What changed unseen gets "asterisk_restart" if
         Asterisk restarted, else "unknown" (gone) or "restored" (found)."""
-        at = _aware(at)
+        at = aware(at)
         present: dict[_Key, tuple[str, bool, str]] = {}
         for queue, interface, member_name, paused, paused_reason in members:
             if queue and interface:

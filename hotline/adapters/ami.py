@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import enum
 import random
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,6 +21,8 @@ from panoramisk import Manager
 from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
+
+from hotline.core.ami import Event, Inbound, LinkDown, LinkUp, Reply, Result, Scrub, field_number
 
 log = structlog.get_logger("hotline.ami")
 
@@ -51,49 +52,6 @@ _SHUTDOWN = "Event: Shutdown"
 _READ_BYTES = 32 * 1024
 # Replies that mean "already as you want it" (asterisk-ami.md §2.4).
 _ALREADY = ("Unable to add interface: Already there", "Unable to remove interface: Not there")
-
-
-class Result(enum.Enum):
-    SUCCESS = "success"
-    ALREADY = "already"
-    ERROR = "error"
-    TIMEOUT = "timeout"
-    DISCONNECTED = "disconnected"
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    result: Result
-    message: str = ""
-    items: tuple[Mapping[str, str], ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.result in (Result.SUCCESS, Result.ALREADY)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    name: str
-    fields: Mapping[str, str]
-    received: float  # loop.time() at receipt
-
-
-@dataclass(frozen=True, slots=True)
-class LinkUp:
-    """Logged in and Asterisk fully booted: state must be re-read."""
-
-    uptime_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class LinkDown:
-    reason: str
-
-
-Inbound = Event | LinkUp | LinkDown
-# Applied to every event and list item before it leaves this module (privacy.py's allow-list).
-Scrub = Callable[[Mapping[str, str]], dict[str, str]]
 
 
 class Observer(Protocol):
@@ -422,7 +380,7 @@ class AmiLink:
         self._deliver(event)
         if name == "FullyBooted" and self._booted is not None and not self._booted.done():
             # Live now, before LinkUp reaches the consumer: a round it wakes must find the link up.
-            uptime = _float(fields.get("Uptime"))
+            uptime = field_number(fields, "Uptime")
             self._booted.set_result(uptime)
             self.state = "live"
             self.last_error = ""
@@ -477,13 +435,6 @@ def _parse(text: str) -> dict[str, str]:
             continue
         fields[key] = f"{fields[key]}\n{value}" if key in fields else value
     return fields
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _keepalive(sock: socket.socket | None) -> None:

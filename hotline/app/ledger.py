@@ -1,4 +1,4 @@
-"""Recording: AMI events (already scrubbed of caller data) folded into call records and member
+"""The call ledger: AMI events (already scrubbed of caller data) folded into call records and member
 sessions, handed to the store. Runs inside the event consumer, so it never blocks or awaits."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Protocol
 
 import structlog
 
-from hotline.ami import Event
-from hotline.calls import CallBook, CallRecord
-from hotline.membership import Clock
-from hotline.presence import MemberSession, PauseInterval, Presence
+from hotline.core.ami import Event
+from hotline.core.calls import CallBook, CallRecord
+from hotline.core.clock import Clock
+from hotline.core.presence import MemberSession, PauseInterval, Presence
 
-log = structlog.get_logger("hotline.recording")
+log = structlog.get_logger("hotline.ledger")
 
 Record = CallRecord | MemberSession | PauseInterval
 # Caller events whose record key needs Queue and Uniqueid; anything else is not ours to judge.
@@ -46,7 +46,7 @@ class Flow(Protocol):
     def ring_not_answered(self, queue: str) -> None: ...
 
 
-class Recording:
+class Ledger:
     def __init__(
         self,
         book: CallBook,

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-from hotline.roster import (
+from hotline.core.roster import (
     ExceptionKind,
     QueuePolicy,
     Responder,

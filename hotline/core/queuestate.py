@@ -7,10 +7,11 @@ in_call, ringing, paused, wrapup, available.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from hotline.core.ami import field_number
 
 STATES = ("available", "ringing", "in_call", "paused", "wrapup", "unavailable")
 _UNAVAILABLE = frozenset({4, 5})  # INVALID, UNAVAILABLE
@@ -111,7 +112,7 @@ class QueueBoard:
                 _update(member, item)
                 queue.members[interface] = member
             elif kind == "QueueEntry" and (uid := item.get("Uniqueid")):
-                queue.callers[uid] = now - _number(item.get("Wait"))
+                queue.callers[uid] = now - (field_number(item, "Wait") or 0.0)
         self._queues = fresh
 
     def view(self, now: float) -> dict[str, QueueView]:
@@ -133,20 +134,12 @@ class QueueBoard:
 
 def _update(member: _Member, fields: Mapping[str, str]) -> None:
     if "Status" in fields:
-        member.status = int(_number(fields["Status"]))
+        member.status = int(field_number(fields, "Status") or 0)
     if "Paused" in fields:
         member.paused = fields["Paused"] == "1"
     if "InCall" in fields:
         member.in_call = fields["InCall"] == "1"
     if "LastCall" in fields:
-        member.last_call = _number(fields["LastCall"])
+        member.last_call = field_number(fields, "LastCall") or 0.0
     if "Wrapuptime" in fields:
-        member.wrapup_s = _number(fields["Wrapuptime"])
-
-
-def _number(text: str | None) -> float:
-    try:
-        value = float(text or 0)
-    except ValueError:
-        return 0.0
-    return value if math.isfinite(value) and abs(value) < 1e12 else 0.0
+        member.wrapup_s = field_number(fields, "Wrapuptime") or 0.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from hotline.roster import Desired
+from hotline.core.roster import Desired
 
 # Device states (enum ast_device_state) in which removing the member would cut off or drop a call:
 # INUSE, BUSY, RINGING, RINGINUSE, ONHOLD.

@@ -1,0 +1,1 @@
+"""Postgres adapter: schema migrations, the record codec, the batched writer and its spool."""

@@ -1,0 +1,96 @@
+"""What every layer may know of Asterisk's manager interface (AMI): the values a link hands out
+(events, replies, link changes) and one set of readers for event fields. No I/O: the connection
+itself is `hotline.adapters.ami`."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+class Result(enum.Enum):
+    SUCCESS = "success"
+    ALREADY = "already"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    result: Result
+    message: str = ""
+    items: tuple[Mapping[str, str], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.result in (Result.SUCCESS, Result.ALREADY)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: str
+    fields: Mapping[str, str]
+    received: float  # the link's monotonic clock at receipt
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    """Logged in and Asterisk fully booted: state must be re-read."""
+
+    uptime_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    reason: str
+
+
+Inbound = Event | LinkUp | LinkDown
+# Applied to every event and list item before it leaves the link (the privacy allow-list).
+Scrub = Callable[[Mapping[str, str]], dict[str, str]]
+
+_COUNT = re.compile(r"[0-9]{1,9}")
+
+
+def field_text(fields: Mapping[str, str], name: str) -> str | None:
+    """A field's value, stripped; None when it is missing or blank."""
+    value = fields.get(name)
+    if isinstance(value, str):
+        value = value.strip()
+        if value:
+            return value
+    return None
+
+
+def field_count(fields: Mapping[str, str], name: str) -> int | None:
+    """A small non-negative integer field (seconds, positions); None for anything else."""
+    value = field_text(fields, name)
+    return int(value) if value is not None and _COUNT.fullmatch(value) else None
+
+
+def field_flag(fields: Mapping[str, str], name: str) -> bool | None:
+    """Asterisk's 0/1 flags; anything else is no information."""
+    value = field_text(fields, name)
+    return True if value == "1" else False if value == "0" else None
+
+
+def field_number(fields: Mapping[str, str], name: str) -> float | None:
+    """A finite number of plausible size; None when missing or not one."""
+    value = fields.get(name)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and abs(number) < 1e12 else None
+
+
+def aware(at: datetime) -> datetime:
+    """An instant with a zone: naive ones are taken as UTC."""
+    return at if at.utcoffset() is not None else at.replace(tzinfo=UTC)
