@@ -332,6 +332,8 @@ def _parser() -> _Parser:
         _run,
         "run the daemon",
         "Run the control plane: keep the Asterisk queues in line with the roster, record\n"
-        "calls and serve metrics, until stopped (SIGTERM) or reloaded (SIGHUP).",
+        "calls and serve /healthz, /readyz and /metrics, until SIGTERM or SIGINT stops it\n"
+        "(records still in memory are flushed to Postgres or the spool first). The\n"
+        "configuration is read once, at start: a change takes a restart.",
     )
     return parser

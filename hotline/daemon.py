@@ -30,6 +30,7 @@ from hotline.core.clock import Clock
 from hotline.core.presence import Presence
 from hotline.core.privacy import KeyFileError, Pseudonymiser, allow_listed, load_keys
 from hotline.core.queuestate import QueueBoard
+from hotline.core.reconcile import Trigger
 
 log = structlog.get_logger("hotline.daemon")
 
@@ -207,7 +208,7 @@ class Daemon:
     def exposition(self) -> bytes:
         return render_metrics(self.metrics.registry, self.flow)
 
-    def on_status(self, items: list[Mapping[str, str]], triggers: set[str]) -> None:
+    def on_status(self, items: list[Mapping[str, str]], triggers: set[Trigger]) -> None:
         """Every QueueStatus read rebuilds the live model; a reconnect's closes stale calls."""
         self.board.resync(items, time.time())
         if self.ledger is not None:

@@ -14,6 +14,7 @@ from hotline.core.ami import Event
 from hotline.core.calls import CallBook, CallRecord
 from hotline.core.clock import Clock
 from hotline.core.presence import MemberSession, PauseInterval, Presence
+from hotline.core.reconcile import Trigger
 
 log = structlog.get_logger("hotline.ledger")
 
@@ -93,7 +94,7 @@ class Ledger:
             self._submit(self.presence.feed(name, fields, at))
 
     def on_status(
-        self, items: list[Mapping[str, str]], triggers: set[str], *, asterisk_restarted: bool
+        self, items: list[Mapping[str, str]], triggers: set[Trigger], *, asterisk_restarted: bool
     ) -> None:
         """After a QueueStatus read: on (re)connect, close what ended while we were away."""
         if "connect" not in triggers:

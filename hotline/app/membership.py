@@ -19,7 +19,7 @@ import structlog
 from hotline.core import reconcile, roster
 from hotline.core.ami import Event, Reply, Result
 from hotline.core.clock import Clock
-from hotline.core.reconcile import Action, Add, Remove, SetPenalty
+from hotline.core.reconcile import Action, Add, Remove, RoundResult, SetPenalty, Trigger
 
 log = structlog.get_logger("hotline.membership")
 
@@ -38,7 +38,7 @@ class Link(Protocol):
 
 
 class Observer(Protocol):
-    def round_done(self, result: str, seconds: float, synced: bool) -> None: ...
+    def round_done(self, result: RoundResult, seconds: float, synced: bool) -> None: ...
     def membership(
         self,
         *,
@@ -51,7 +51,7 @@ class Observer(Protocol):
 
 
 # Called with every QueueStatus list read and the triggers of its round.
-StatusListener = Callable[[list[Mapping[str, str]], set[str]], None]
+StatusListener = Callable[[list[Mapping[str, str]], set[Trigger]], None]
 # Called before each change is sent: (queue, interface, "join" | "leave", reason).
 ChangeListener = Callable[[str, str, str, str], None]
 
@@ -82,12 +82,12 @@ class MembershipKeeper:
         self.last_problem = "no reconcile round yet"
         self.rounds = 0
         self._wake = asyncio.Event()
-        self._triggers: set[str] = set()
+        self._triggers: set[Trigger] = set()
         # (queue, interface) of changes we made whose member event has not arrived yet.
         self._expected: Counter[tuple[str, str]] = Counter()
         self._leaving: set[tuple[str, str]] = set()
 
-    def wake(self, trigger: str) -> None:
+    def wake(self, trigger: Trigger) -> None:
         self._triggers.add(trigger)
         self._wake.set()
 
@@ -146,7 +146,7 @@ class MembershipKeeper:
             if boundary is not None and self.clock.now() >= boundary:
                 self.wake("shift")
 
-    async def round(self, triggers: set[str]) -> tuple[bool, bool]:
+    async def round(self, triggers: set[Trigger]) -> tuple[bool, bool]:
         """One level-triggered round. Returns whether it read state and every action succeeded,
         and whether it changed anything."""
         now = self.clock.now()
@@ -196,7 +196,9 @@ class MembershipKeeper:
         )
         return not failed, True
 
-    def _announce(self, actions: tuple[Action, ...], triggers: set[str], now: datetime) -> None:
+    def _announce(
+        self, actions: tuple[Action, ...], triggers: set[Trigger], now: datetime
+    ) -> None:
         """Tell presence why each member is about to join or leave."""
         assert self.on_change is not None
         by_shift = roster.on_duty(self._shifts_only, now)

@@ -10,6 +10,29 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, get_args
+
+# The events hotline reads, each counted by name (any other is counted as "other"). The queue
+# events come from app_queue; QueueResult and QueueRollover only ever as UserEvents raised by the
+# shipped dialplan (see docs/asterisk-ami.md).
+EventName = Literal[
+    "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled",
+    "AgentRingNoAnswer", "AgentConnect", "AgentComplete", "AgentDump", "DialEnd", "Hangup",
+    "UserEvent", "QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause",
+    "QueueMemberPenalty", "QueueMemberStatus", "QueueMemberRinginuse", "FullyBooted", "Reload",
+    "Shutdown",
+]  # fmt: skip
+EVENT_NAMES: frozenset[str] = frozenset(get_args(EventName))
+# The actions hotline sends (Login aside); any other is reported as "other".
+ActionName = Literal[
+    "Ping", "QueueAdd", "QueueRemove", "QueuePenalty", "QueuePause", "QueueStatus"
+]  # fmt: skip
+# Where a link is in its life: only "live" (logged in, Asterisk fully booted) carries actions.
+LinkState = Literal["disconnected", "connecting", "authenticating", "waiting_fullybooted", "live"]
+# How a connection attempt ended.
+ConnectResult = Literal["success", "timeout", "refused", "auth_failed", "error", "disconnected"]
+# Why a live link ended: Asterisk's Shutdown event, the peer closed, two missed Pings, our close.
+DisconnectReason = Literal["shutdown_event", "eof", "ping_timeout", "local"]
 
 
 class Result(enum.Enum):

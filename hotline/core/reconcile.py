@@ -11,8 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from hotline.core.roster import Desired
+
+# Why a reconcile round runs: a shift or exception boundary, AMI (re)login, a member change hotline
+# did not make, a call ending for a member due to leave, Asterisk's Reload event, events lost to an
+# overflowing inbox, the periodic resync, a retry after a failed round, a read-back after a change.
+Trigger = Literal[
+    "shift", "connect", "drift", "call_ended", "reload", "overflow", "periodic", "retry", "verify"
+]
+# How a round ended: state read and every action applied, something failed, or no AMI link.
+RoundResult = Literal["ok", "failed", "skipped"]
 
 # Device states (enum ast_device_state) in which removing the member would cut off or drop a call:
 # INUSE, BUSY, RINGING, RINGINUSE, ONHOLD.
