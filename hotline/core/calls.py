@@ -6,71 +6,29 @@ only a keyed pseudonym. No I/O and no clock: instants come with the events and w
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from dataclasses import fields as dataclass_fields
+from dataclasses import fields
 from datetime import datetime, timedelta
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
 
-from hotline.core.ami import aware, field_count, field_text
+from hotline.core.ami import EventName, aware, field_count, field_text
+from hotline.core.records import AttemptOutcome, CallRecord, Outcome, RingAttempt
 
+if TYPE_CHECKING:
+    from dataclasses import replace  # what `replace` below does, checked field by field
+else:
+    _VALUES = attrgetter(*(f.name for f in fields(CallRecord)))
+    _INDEX = {f.name: i for i, f in enumerate(fields(CallRecord))}
 
-class Outcome(enum.Enum):
-    ANSWERED = "answered"
-    ABANDONED = "abandoned"  # the caller hung up while waiting
-    TIMEOUT = "timeout"  # left by the queue's maximum wait, into the overflow branch
-    ROLLOVER = "rollover"  # withdrawn by the upstream network to a backup centre
-    JOINEMPTY = "joinempty"  # refused at join: nobody staffed
-    LEAVEEMPTY = "leaveempty"  # left because nobody was staffed any more
-    TRANSFERRED = "transferred"
-    UNKNOWN = "unknown"  # the daemon or AMI was away when it ended
+    def replace(record: CallRecord, /, **changes: Any) -> CallRecord:
+        """dataclasses.replace for a CallRecord in half the time: the call book makes one or two
+        per event it folds."""
+        values = list(_VALUES(record))
+        for name, value in changes.items():
+            values[_INDEX[name]] = value
+        return CallRecord(*values)
 
-
-class AttemptOutcome(enum.Enum):
-    RINGING = "ringing"
-    ANSWERED = "answered"
-    NOANSWER = "noanswer"
-    BUSY = "busy"
-    CANCELED = "canceled"  # the call ended or was answered elsewhere while this one rang
-
-
-@dataclass(frozen=True, slots=True)
-class RingAttempt:
-    responder: str  # MemberName: the responder id
-    rang_at: datetime
-    outcome: AttemptOutcome
-    ring_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CallRecord:
-    """One caller's visit to one queue. Natural key: (uniqueid, queue, visit)."""
-
-    uniqueid: str  # the caller channel's Uniqueid
-    queue: str
-    visit: int  # 1 for the first entry of this channel into this queue, 2 for a re-entry...
-    entered_at: datetime | None  # aware, UTC
-    position: int | None  # position at entry
-    campaign: str | None  # the number dialled / line the call came in on
-    caller_key: str | None  # keyed pseudonym of the caller's number; None if withheld
-    caller_key_id: str | None  # which key made caller_key (for rotation)
-    caller_withheld: bool
-    attempts: tuple[RingAttempt, ...]
-    answered_at: datetime | None
-    answered_by: str | None  # responder id
-    wait_s: float | None
-    talk_s: float | None
-    ended_at: datetime | None
-    outcome: Outcome | None  # None while the call is open
-    rolled_over: bool  # the dialplan sent it on to the partner centre
-    # Forward-only upserts: a stored row is replaced only by a record with a higher
-    # (rank, revision). rank: 1 open, 2 answered, 3 closed unknown, 4 closed with a true outcome.
-    rank: int
-    revision: int
-
-
-# A field parses as a count only when it is plain ASCII digits; nine at most, so that no garbage
-# value can overflow the datetime arithmetic (int() would also take "1_000", "+5" or "٣").
 
 _DIAL_OUTCOMES = {
     "BUSY": AttemptOutcome.BUSY,
@@ -110,58 +68,26 @@ def _between(start: datetime | None, end: datetime) -> float | None:
 
 
 class _Call:
-    """The mutable working state of one visit; `snapshot` freezes it into a CallRecord."""
+    """One visit. `record` is its CallRecord as of the last change: replaced, never mutated, so a
+    snapshot handed out stays as it was. The ring attempts are worked on in a list that `_emit`
+    copies into the record; the rest is working state that is not stored."""
 
     __slots__ = (
         "abandon_at",
-        "answered_at",
-        "answered_by",
         "attempts",
-        "caller_key",
-        "caller_key_id",
-        "caller_withheld",
-        "campaign",
         "dests",
-        "ended_at",
-        "entered_at",
         "join_at",
         "joined",
         "last_event_at",
-        "outcome",
-        "position",
         "provisional",
-        "queue",
-        "rank",
+        "record",
         "refused",
-        "revision",
-        "rolled_over",
-        "talk_s",
         "touched_at",
-        "uniqueid",
-        "visit",
-        "wait_s",
     )
 
-    def __init__(self, uniqueid: str, queue: str, visit: int, at: datetime | None) -> None:
-        self.uniqueid = uniqueid
-        self.queue = queue
-        self.visit = visit
-        self.entered_at: datetime | None = None
-        self.position: int | None = None
-        self.campaign: str | None = None
-        self.caller_key: str | None = None
-        self.caller_key_id: str | None = None
-        self.caller_withheld = False
-        self.attempts: list[RingAttempt] = []
-        self.answered_at: datetime | None = None
-        self.answered_by: str | None = None
-        self.wait_s: float | None = None
-        self.talk_s: float | None = None
-        self.ended_at: datetime | None = None
-        self.outcome: Outcome | None = None
-        self.rolled_over = False
-        self.rank = _OPEN
-        self.revision = 0
+    def __init__(self, record: CallRecord, at: datetime | None) -> None:
+        self.record = record
+        self.attempts = list(record.attempts)
         # Whether this visit's QueueCallerJoin has been applied, and its instant (to spot a
         # duplicate). A visit first seen through a later event waits for its late join.
         self.joined = False
@@ -176,44 +102,22 @@ class _Call:
 
     @property
     def is_open(self) -> bool:
-        return self.rank <= _ANSWERED
+        return self.record.rank <= _ANSWERED
 
     def seen(self, at: datetime) -> None:
         if self.last_event_at is None or at > self.last_event_at:
             self.last_event_at = at
 
-    def snapshot(self) -> CallRecord:
-        return CallRecord(
-            uniqueid=self.uniqueid,
-            queue=self.queue,
-            visit=self.visit,
-            entered_at=self.entered_at,
-            position=self.position,
-            campaign=self.campaign,
-            caller_key=self.caller_key,
-            caller_key_id=self.caller_key_id,
-            caller_withheld=self.caller_withheld,
-            attempts=tuple(self.attempts),
-            answered_at=self.answered_at,
-            answered_by=self.answered_by,
-            wait_s=self.wait_s,
-            talk_s=self.talk_s,
-            ended_at=self.ended_at,
-            outcome=self.outcome,
-            rolled_over=self.rolled_over,
-            rank=self.rank,
-            revision=self.revision,
-        )
-
     def take_caller(self, fields: Mapping[str, str]) -> None:
         """Campaign and caller pseudonym, as QueueCallerJoin and QueueResult carry them."""
-        self.campaign = field_text(fields, "Campaign")
-        self.caller_withheld = field_text(fields, "CallerWithheld") == "1"
-        if self.caller_withheld:
-            self.caller_key = self.caller_key_id = None
-        else:
-            self.caller_key = field_text(fields, "CallerKey")
-            self.caller_key_id = field_text(fields, "CallerKeyId")
+        withheld = field_text(fields, "CallerWithheld") == "1"
+        self.record = replace(
+            self.record,
+            campaign=field_text(fields, "Campaign"),
+            caller_withheld=withheld,
+            caller_key=None if withheld else field_text(fields, "CallerKey"),
+            caller_key_id=None if withheld else field_text(fields, "CallerKeyId"),
+        )
 
     def find_attempt(self, dest: str | None, responder: str, *states: AttemptOutcome) -> int | None:
         """The attempt rung on `dest` if known, else the latest one of `responder` in `states`."""
@@ -247,9 +151,8 @@ class _Call:
                 self.set_attempt(index, AttemptOutcome.CANCELED, attempt.ring_ms)
 
     def finish(self, outcome: Outcome, ended_at: datetime) -> None:
-        self.outcome = outcome
-        self.ended_at = ended_at
-        self.rank = _UNKNOWN if outcome is Outcome.UNKNOWN else _FINAL
+        rank = _UNKNOWN if outcome is Outcome.UNKNOWN else _FINAL
+        self.record = replace(self.record, outcome=outcome, ended_at=ended_at, rank=rank)
         self.provisional = False
         self.cancel_ringing()
 
@@ -260,6 +163,15 @@ class CallBook:
     `feed`, `tick` and `resync` return the snapshots of the records they changed, each with a
     higher revision than the last; the store upserts them forward-only by (rank, revision).
     """
+
+    # The events `feed` reads: QueueResult and QueueRollover come as UserEvents.
+    EVENTS: frozenset[EventName] = frozenset(
+        {
+            "QueueCallerJoin", "AgentCalled", "DialEnd", "AgentRingNoAnswer", "AgentConnect",
+            "AgentComplete", "AgentDump", "QueueCallerAbandon", "QueueCallerLeave", "Hangup",
+            "UserEvent",
+        }
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -343,16 +255,13 @@ class CallBook:
         for record in records:
             key = (record.uniqueid, record.queue)
             current = self._calls.get(key)
-            if current is not None and (current.visit, current.rank, current.revision) >= (
-                record.visit,
-                record.rank,
-                record.revision,
-            ):
+            if current is not None and (
+                current.record.visit,
+                current.record.rank,
+                current.record.revision,
+            ) >= (record.visit, record.rank, record.revision):
                 continue
-            call = _Call(record.uniqueid, record.queue, record.visit, None)
-            for field in dataclass_fields(record):
-                setattr(call, field.name, getattr(record, field.name))
-            call.attempts = list(record.attempts)
+            call = _Call(record, None)
             call.joined = True
             call.join_at = record.entered_at
             # Only a QueueCallerAbandon gives an open, unanswered record its wait.
@@ -377,7 +286,7 @@ class CallBook:
         for call in list(self._calls.values()):
             if not call.is_open:
                 continue
-            if (call.queue, call.uniqueid) in present:
+            if (call.record.queue, call.record.uniqueid) in present:
                 call.seen(now)  # alive now: restarts its stale timer
             else:
                 call.finish(Outcome.UNKNOWN, now)
@@ -392,24 +301,27 @@ class CallBook:
     # -- bookkeeping -------------------------------------------------------------------------
 
     def _emit(self, call: _Call, at: datetime) -> CallRecord:
-        call.revision += 1
+        call.record = replace(
+            call.record, attempts=tuple(call.attempts), revision=call.record.revision + 1
+        )
         call.seen(at)
         if call.touched_at is None or at > call.touched_at:
             call.touched_at = at
-        return call.snapshot()
+        return call.record
 
     def _install(self, call: _Call) -> None:
-        key = (call.uniqueid, call.queue)
+        key = (call.record.uniqueid, call.record.queue)
         old = self._calls.get(key)
         if old is not None:
             self._drop_dests(old)
         else:
-            self._queues_of.setdefault(call.uniqueid, []).append(call.queue)
+            self._queues_of.setdefault(key[0], []).append(key[1])
         self._calls[key] = call
 
     def _open(self, uniqueid: str, queue: str, previous: _Call | None, at: datetime) -> _Call:
         """A new visit after `previous` (None: the first one), installed as the latest."""
-        call = _Call(uniqueid, queue, 1 if previous is None else previous.visit + 1, at)
+        visit = 1 if previous is None else previous.record.visit + 1
+        call = _Call(CallRecord(uniqueid, queue, visit), at)
         self._install(call)
         return call
 
@@ -420,11 +332,12 @@ class CallBook:
 
     def _forget(self, call: _Call) -> None:
         self._drop_dests(call)
-        del self._calls[(call.uniqueid, call.queue)]
-        queues = self._queues_of[call.uniqueid]
-        queues.remove(call.queue)
+        uniqueid, queue = call.record.uniqueid, call.record.queue
+        del self._calls[(uniqueid, queue)]
+        queues = self._queues_of[uniqueid]
+        queues.remove(queue)
         if not queues:
-            del self._queues_of[call.uniqueid]
+            del self._queues_of[uniqueid]
 
     def _call_for(self, fields: Mapping[str, str], at: datetime) -> _Call | None:
         """The latest visit the event names, created if unknown: a queue event is evidence of a
@@ -440,7 +353,7 @@ class CallBook:
 
     def _abandon_outcome(self, wait_s: float | None) -> Outcome:
         """A caller hangup is a rollover when its wait matches the upstream network's timer:
-        the network pulled the call to a backup centre (metrics-kpis-ops.md §6.3 item 5)."""
+        the network pulled the call to a backup centre (docs/metrics.md, "Upstream rollover")."""
         if (
             self._upstream is not None
             and wait_s is not None
@@ -450,7 +363,7 @@ class CallBook:
         return Outcome.ABANDONED
 
     def _settle_abandon(self, call: _Call, ended_at: datetime) -> None:
-        call.finish(self._abandon_outcome(call.wait_s), ended_at)
+        call.finish(self._abandon_outcome(call.record.wait_s), ended_at)
 
     # -- event handlers ----------------------------------------------------------------------
 
@@ -469,7 +382,8 @@ class CallBook:
                     # Its later events came first: this join belongs to the same visit.
                     self._apply_join(previous, fields, at)
                     return [self._emit(previous, at)]
-                if previous.ended_at is not None and at <= previous.ended_at:
+                ended_at = previous.record.ended_at
+                if ended_at is not None and at <= ended_at:
                     # Late join of a visit already closed: closed records do not change.
                     previous.joined, previous.join_at = True, at
                     return []
@@ -485,8 +399,7 @@ class CallBook:
     @staticmethod
     def _apply_join(call: _Call, fields: Mapping[str, str], at: datetime) -> None:
         call.joined, call.join_at = True, at
-        call.entered_at = at
-        call.position = field_count(fields, "Position")
+        call.record = replace(call.record, entered_at=at, position=field_count(fields, "Position"))
         call.take_caller(fields)
 
     def _called(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
@@ -499,9 +412,9 @@ class CallBook:
         responder = _responder(fields)
         if any(a.responder == responder and a.rang_at == at for a in call.attempts):
             return []
-        if call.rank == _OPEN:
+        if call.record.rank == _OPEN:
             outcome = AttemptOutcome.RINGING
-        elif responder != call.answered_by:
+        elif responder != call.record.answered_by:
             outcome = AttemptOutcome.CANCELED  # reported late: answered elsewhere meanwhile
         else:
             return []
@@ -561,17 +474,23 @@ class CallBook:
 
     def _connect(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
         call = self._call_for(fields, at)
-        if call is None or call.rank != _OPEN:
+        if call is None or call.record.rank != _OPEN:
             return []
         responder = _responder(fields)
         hold = field_count(fields, "HoldTime")
         ring_s = field_count(fields, "RingTime")  # seconds in this event
         ring_ms = ring_s * 1000 if ring_s is not None else None
-        if call.entered_at is None:
-            call.entered_at = _minus(at, hold)
-        call.answered_at = at
-        call.answered_by = responder or None
-        call.wait_s = float(hold) if hold is not None else _between(call.entered_at, at)
+        entered_at = call.record.entered_at
+        if entered_at is None:
+            entered_at = _minus(at, hold)
+        call.record = replace(
+            call.record,
+            entered_at=entered_at,
+            answered_at=at,
+            answered_by=responder or None,
+            wait_s=float(hold) if hold is not None else _between(entered_at, at),
+            rank=_ANSWERED,
+        )
         call.provisional, call.abandon_at = False, None
         index = call.find_attempt(
             field_text(fields, "DestUniqueid"), responder, AttemptOutcome.RINGING
@@ -584,35 +503,45 @@ class CallBook:
             kept = ring_ms if ring_ms is not None else call.attempts[index].ring_ms
             call.set_attempt(index, AttemptOutcome.ANSWERED, kept)
         call.cancel_ringing(keep=index)
-        call.rank = _ANSWERED
         return [self._emit(call, at)]
 
     def _complete(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
         call = self._call_for(fields, at)
-        if call is None or call.rank == _FINAL:
+        if call is None or call.record.rank == _FINAL:
             return []
+        record = call.record
         responder = _responder(fields)
         hold = field_count(fields, "HoldTime")
         talk = field_count(fields, "TalkTime")
-        if call.answered_at is None:
-            call.answered_at = _minus(at, talk)
-        if call.answered_by is None:
-            call.answered_by = responder or None
-        responder = call.answered_by or responder
-        if call.entered_at is None:
-            call.entered_at = _minus(call.answered_at, hold)
+        answered_at = record.answered_at
+        if answered_at is None:
+            answered_at = _minus(at, talk)
+        answered_by = record.answered_by
+        if answered_by is None:
+            answered_by = responder or None
+        responder = answered_by or responder
+        entered_at = record.entered_at
+        if entered_at is None:
+            entered_at = _minus(answered_at, hold)
+        wait_s = record.wait_s
         if hold is not None:
-            call.wait_s = float(hold)
-        elif call.wait_s is None and call.answered_at is not None:
-            call.wait_s = _between(call.entered_at, call.answered_at)
-        call.talk_s = float(talk) if talk is not None else _between(call.answered_at, at)
+            wait_s = float(hold)
+        elif wait_s is None and answered_at is not None:
+            wait_s = _between(entered_at, answered_at)
+        call.record = replace(
+            record,
+            answered_at=answered_at,
+            answered_by=answered_by,
+            entered_at=entered_at,
+            wait_s=wait_s,
+            talk_s=float(talk) if talk is not None else _between(answered_at, at),
+        )
         if not any(a.outcome is AttemptOutcome.ANSWERED for a in call.attempts):
             index = call.find_attempt(
                 field_text(fields, "DestUniqueid"), responder, AttemptOutcome.RINGING
             )
             if index is None:
-                rang_at = call.answered_at or at
-                call.add_attempt(responder, rang_at, AttemptOutcome.ANSWERED)
+                call.add_attempt(responder, answered_at or at, AttemptOutcome.ANSWERED)
             else:
                 call.set_attempt(index, AttemptOutcome.ANSWERED, call.attempts[index].ring_ms)
         transferred = (field_text(fields, "Reason") or "").lower() == "transfer"
@@ -621,7 +550,7 @@ class CallBook:
 
     def _dump(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
         call = self._call_for(fields, at)
-        if call is None or call.rank != _OPEN:
+        if call is None or call.record.rank != _OPEN:
             return []
         responder = _responder(fields)
         dest = field_text(fields, "DestUniqueid")
@@ -638,17 +567,24 @@ class CallBook:
 
     def _abandon(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
         call = self._call_for(fields, at)
-        if call is None or call.rank != _OPEN or call.provisional:
+        if call is None or call.record.rank != _OPEN or call.provisional:
             return []
         hold = field_count(fields, "HoldTime")
-        if call.entered_at is None:
-            call.entered_at = _minus(at, hold)
-        if call.position is None:
-            call.position = field_count(fields, "OriginalPosition")
+        entered_at, position = call.record.entered_at, call.record.position
+        if entered_at is None:
+            entered_at = _minus(at, hold)
+        if position is None:
+            position = field_count(fields, "OriginalPosition")
         # Provisional: Asterisk raises this for a hangup and for timeout, leaveempty and
-        # withdraw alike (asterisk-ami.md §3.2); Hangup, QueueResult or the grace decide.
+        # withdraw alike (docs/asterisk-ami.md, "Abandon versus exit"); Hangup, QueueResult or
+        # the grace decide.
         call.provisional, call.abandon_at = True, at
-        call.wait_s = float(hold) if hold is not None else _between(call.entered_at, at)
+        call.record = replace(
+            call.record,
+            entered_at=entered_at,
+            position=position,
+            wait_s=float(hold) if hold is not None else _between(entered_at, at),
+        )
         return [self._emit(call, at)]
 
     def _leave(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
@@ -666,16 +602,17 @@ class CallBook:
         changed: list[CallRecord] = []
         for queue in list(queues):
             call = self._calls[(uniqueid, queue)]
-            if call.rank == _OPEN:
+            record = call.record
+            if record.rank == _OPEN:
                 if call.provisional:
                     self._settle_abandon(call, call.abandon_at or at)
                 else:  # the QueueCallerAbandon was lost
-                    if call.entered_at is not None:
-                        call.wait_s = _between(call.entered_at, at)
-                    call.finish(self._abandon_outcome(call.wait_s), at)
-            elif call.answered_at is not None and call.rank in (_ANSWERED, _UNKNOWN):
+                    if record.entered_at is not None:
+                        call.record = replace(record, wait_s=_between(record.entered_at, at))
+                    call.finish(self._abandon_outcome(call.record.wait_s), at)
+            elif record.answered_at is not None and record.rank in (_ANSWERED, _UNKNOWN):
                 # AgentComplete lost (or not yet seen: it travels on the queue's topic).
-                call.talk_s = _between(call.answered_at, at)
+                call.record = replace(record, talk_s=_between(record.answered_at, at))
                 call.finish(Outcome.ANSWERED, at)
             else:
                 # Closed, or closed UNKNOWN unanswered: a hangup after an outage proves nothing
@@ -691,19 +628,20 @@ class CallBook:
             return []
         previous = self._calls.get((uniqueid, queue))
         if status in _REFUSALS:
-            # Asterisk raises no queue event for a refused join (asterisk-ami.md §3.2): this
+            # Asterisk raises no queue event for a refused join
+            # (docs/asterisk-ami.md, "Refused joins and the QueueResult UserEvent"): this
             # is the only trace, and it is a visit of its own.
             changed: list[CallRecord] = []
             if previous is not None:
                 previous.seen(at)
-                if previous.refused and previous.entered_at == at:
+                if previous.refused and previous.record.entered_at == at:
                     return []  # the same event twice
                 if previous.is_open:
                     previous.finish(Outcome.UNKNOWN, at)
                     changed.append(self._emit(previous, at))
             call = self._open(uniqueid, queue, previous, at)
             call.joined, call.join_at, call.refused = True, at, True
-            call.entered_at, call.wait_s = at, 0.0
+            call.record = replace(call.record, entered_at=at, wait_s=0.0)
             call.take_caller(fields)
             call.finish(Outcome.JOINEMPTY, at)
             changed.append(self._emit(call, at))
@@ -713,21 +651,22 @@ class CallBook:
             return []  # CONTINUE follows an answered call; anything else is not ours
         call = previous if previous is not None else self._open(uniqueid, queue, None, at)
         call.seen(at)
-        if call.rank == _FINAL or call.answered_at is not None:
+        if call.record.rank == _FINAL or call.record.answered_at is not None:
             return []  # an answer is the stronger fact
-        if call.campaign is None and call.caller_key is None:
+        if call.record.campaign is None and call.record.caller_key is None:
             call.take_caller(fields)
-        if call.wait_s is None:
-            call.wait_s = _between(call.entered_at, at)
+        if call.record.wait_s is None:
+            call.record = replace(call.record, wait_s=_between(call.record.entered_at, at))
         call.finish(outcome, at)
         return [self._emit(call, at)]
 
     def _rollover(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
         uniqueid, queue = field_text(fields, "Uniqueid"), field_text(fields, "Queue")
         call = self._calls.get((uniqueid, queue)) if uniqueid and queue else None
-        if call is None or call.rolled_over:
+        if call is None or call.record.rolled_over:
             return []
-        call.rolled_over = True  # the one change a closed record still takes
+        # The one change a closed record still takes.
+        call.record = replace(call.record, rolled_over=True)
         return [self._emit(call, at)]
 
 

@@ -4,47 +4,34 @@ so logged-in and paused time can be reported per responder and per queue."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Final, Literal, TypeGuard, get_args
 
-from hotline.core.ami import aware, field_flag, field_text
+from hotline.core.ami import EventName, aware, field_flag, field_text
+from hotline.core.records import (
+    JOIN_REASONS,
+    LEAVE_REASONS,
+    JoinReason,
+    LeaveReason,
+    MemberSession,
+    PauseInterval,
+)
 
-# Why a member joined or left a queue.
-JOIN_REASONS = ("shift", "exception", "drift_repair", "asterisk_restart", "restored", "external")
-LEAVE_REASONS = ("shift", "exception", "drift", "asterisk_restart", "external", "unknown")
-
-
-@dataclass(frozen=True, slots=True)
-class MemberSession:
-    """A member's stay in a queue. Natural key: (queue, interface, joined_at)."""
-
-    queue: str
-    responder: str  # MemberName
-    interface: str
-    joined_at: datetime
-    left_at: datetime | None
-    join_reason: str  # one of JOIN_REASONS
-    leave_reason: str | None  # one of LEAVE_REASONS, None while present
-    revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class PauseInterval:
-    """A pause of a member in a queue. Natural key: (queue, interface, started_at)."""
-
-    queue: str
-    responder: str
-    interface: str
-    started_at: datetime
-    ended_at: datetime | None
-    reason: str  # Asterisk's PausedReason, e.g. "Auto-Pause" or a supervisor's text
-    paused_by: str  # "hotline" or "external"
-    revision: int
-
+# What hotline announces it is about to do to a member (`Presence.expect`).
+MemberChange = Literal["join", "leave"]
+MEMBER_CHANGES: Final[tuple[MemberChange, ...]] = get_args(MemberChange)
 
 _Key = tuple[str, str]  # (queue, interface)
 _TICK = timedelta(microseconds=1)
-_CHANGES = {"join": JOIN_REASONS, "leave": LEAVE_REASONS}
+
+
+def _is_join_reason(reason: str) -> TypeGuard[JoinReason]:
+    return reason in JOIN_REASONS
+
+
+def _is_leave_reason(reason: str) -> TypeGuard[LeaveReason]:
+    return reason in LEAVE_REASONS
 
 
 class Presence:
@@ -55,20 +42,38 @@ class Presence:
     are clamped forward, so the natural keys stay unique in the database.
     """
 
+    # The events `feed` reads.
+    EVENTS: frozenset[EventName] = frozenset(
+        {"QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause"}
+    )
+
     def __init__(self) -> None:
         self._sessions: dict[_Key, MemberSession] = {}  # open ones
         self._pauses: dict[_Key, PauseInterval] = {}  # open ones
-        self._expected: dict[tuple[str, str, str], str] = {}  # (queue, interface, change)
+        # Announced and not yet seen: the reasons of hotline's own joins and leaves.
+        self._joins: dict[_Key, JoinReason] = {}
+        self._leaves: dict[_Key, LeaveReason] = {}
         # (start, end) of the last closed session / pause of each key: a new one starts after.
         self._last_session: dict[_Key, tuple[datetime, datetime]] = {}
         self._last_pause: dict[_Key, tuple[datetime, datetime]] = {}
 
-    def expect(self, queue: str, interface: str, change: str, reason: str) -> None:
+    def expect(
+        self, queue: str, interface: str, change: MemberChange, reason: JoinReason | LeaveReason
+    ) -> None:
         """Announce hotline's own change before sending it, so its event is attributed to
         `reason` rather than "external". A newer announcement replaces an unconsumed one (an
-        action that failed produces no event); an unknown change or reason is ignored."""
-        if reason in _CHANGES.get(change, ()):
-            self._expected[(queue, interface, change)] = reason
+        action that failed produces no event). ValueError for an unknown change, or a reason
+        that is not one for this change (such as "drift" for a join)."""
+        key = (queue, interface)
+        if change == "join" and _is_join_reason(reason):
+            self._joins[key] = reason
+        elif change == "leave" and _is_leave_reason(reason):
+            self._leaves[key] = reason
+        elif change not in MEMBER_CHANGES:
+            raise ValueError(f"unknown member change {change!r}, not one of {MEMBER_CHANGES}")
+        else:
+            reasons = JOIN_REASONS if change == "join" else LEAVE_REASONS
+            raise ValueError(f"{reason!r} is no reason to {change}, not one of {reasons}")
 
     def feed(
         self, name: str, fields: Mapping[str, str], at: datetime
@@ -84,7 +89,7 @@ class Presence:
         reason = field_text(fields, "PausedReason") or ""
         paused = field_flag(fields, "Paused")
         if name == "QueueMemberAdded":
-            join_reason = self._expected.pop((queue, interface, "join"), "external")
+            join_reason: JoinReason = self._joins.pop(key, "external")
             changed: list[MemberSession | PauseInterval] = []
             if key not in self._sessions:
                 changed.append(self._join(key, responder, at, join_reason))
@@ -94,7 +99,7 @@ class Presence:
                 changed += self._pause(key, responder, reason, start, paused)
             return changed
         if name == "QueueMemberRemoved":
-            leave_reason = self._expected.pop((queue, interface, "leave"), "external")
+            leave_reason: LeaveReason = self._leaves.pop(key, "external")
             return self._leave(key, at, leave_reason)
         if name == "QueueMemberPause" and paused is not None:
             return self._pause(key, responder, reason, at, paused)
@@ -118,14 +123,15 @@ class Presence:
             changed += self._unpause(key, at)
         for key, (member_name, paused, paused_reason) in present.items():
             if key not in self._sessions:
-                join_reason = "asterisk_restart" if restarted else "restored"
+                join_reason: JoinReason = "asterisk_restart" if restarted else "restored"
                 changed.append(self._join(key, member_name, at, join_reason))
             start = max(at, self._sessions[key].joined_at)
             changed += self._pause(key, member_name, paused_reason or "", start, paused)
         # An announced change the snapshot already shows happened has lost its event.
-        for queue, interface, change in list(self._expected):
-            if ((queue, interface) in present) == (change == "join"):
-                del self._expected[(queue, interface, change)]
+        for key in [k for k in self._joins if k in present]:
+            del self._joins[key]
+        for key in [k for k in self._leaves if k not in present]:
+            del self._leaves[key]
         return changed
 
     def restore(self, sessions: Iterable[MemberSession], pauses: Iterable[PauseInterval]) -> None:
@@ -160,13 +166,15 @@ class Presence:
         start = max(at, last[1])
         return start if start > last[0] else last[0] + _TICK
 
-    def _join(self, key: _Key, responder: str, at: datetime, reason: str) -> MemberSession:
+    def _join(self, key: _Key, responder: str, at: datetime, reason: JoinReason) -> MemberSession:
         start = self._start(self._last_session.get(key), at)
         session = MemberSession(key[0], responder, key[1], start, None, reason, None, 1)
         self._sessions[key] = session
         return session
 
-    def _leave(self, key: _Key, at: datetime, reason: str) -> list[MemberSession | PauseInterval]:
+    def _leave(
+        self, key: _Key, at: datetime, reason: LeaveReason
+    ) -> list[MemberSession | PauseInterval]:
         changed: list[MemberSession | PauseInterval] = list(self._unpause(key, at))
         session = self._sessions.pop(key, None)
         if session is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hotline.adapters.store.writer import migrate
+from hotline.adapters.store.migrations import migrate
 from hotline.core.privacy import Pseudonymiser, load_keys
 from tests.pg import PgCluster
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from hotline.adapters.store.writer import migrate
+from hotline.adapters.store.migrations import migrate
 from hotline.core.privacy import load_keys
 from tests.harness import AmiTestClient, Pbx, free_port, local, wait_for
 from tests.pg import PgCluster

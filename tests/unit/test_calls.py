@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hotline.core.calls import AttemptOutcome, CallBook, CallRecord, Outcome, RingAttempt
+from hotline.core.calls import CallBook
+from hotline.core.records import AttemptOutcome, CallRecord, Outcome, RingAttempt
 
 T0 = datetime(2025, 3, 1, 22, 0, tzinfo=UTC)
 UID = "1740866400.17"

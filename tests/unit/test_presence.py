@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hotline.core.presence import (
-    JOIN_REASONS,
-    LEAVE_REASONS,
-    MemberSession,
-    PauseInterval,
-    Presence,
-)
+from hotline.core.presence import Presence
+from hotline.core.records import JOIN_REASONS, LEAVE_REASONS, MemberSession, PauseInterval
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 Q = "crisis"
@@ -82,10 +79,12 @@ def test_an_announcement_for_another_member_or_queue_does_not_apply() -> None:
     assert session.join_reason == "external"
 
 
-def test_an_announcement_with_an_unknown_reason_or_change_is_ignored() -> None:
+def test_an_announcement_with_an_unknown_reason_or_change_is_refused() -> None:
     presence = Presence()
-    presence.expect(Q, PHONE, "join", "drift")  # a leave reason
-    presence.expect(Q, PHONE, "rejoin", "shift")
+    with pytest.raises(ValueError, match="'drift' is no reason to join"):
+        presence.expect(Q, PHONE, "join", "drift")  # a leave reason
+    with pytest.raises(ValueError, match="unknown member change 'rejoin'"):
+        presence.expect(Q, PHONE, "rejoin", "shift")  # type: ignore[arg-type]
     (session,) = sessions(presence.feed("QueueMemberAdded", added(), at(0)))
     assert session.join_reason == "external"
 
@@ -346,7 +345,13 @@ def test_random_member_events_never_overlap_sessions_or_pauses(steps: list[Step]
         if isinstance(step, Feed):
             changes += presence.feed(step.name, step.fields, now)
         elif isinstance(step, Expect):
-            presence.expect(step.queue, step.interface, step.change, step.reason)
+            # The steps draw junk changes and reasons too: those must be refused out loud.
+            expect = cast(Callable[[str, str, str, str], None], presence.expect)
+            if step.reason in {"join": JOIN_REASONS, "leave": LEAVE_REASONS}.get(step.change, ()):
+                expect(step.queue, step.interface, step.change, step.reason)
+            else:
+                with pytest.raises(ValueError, match=r"no reason to|unknown member change"):
+                    expect(step.queue, step.interface, step.change, step.reason)
         else:
             changes += presence.snapshot(step.members, now, step.restarted)
     changes += presence.snapshot([], now + timedelta(days=1), False)

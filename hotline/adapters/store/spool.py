@@ -1,6 +1,7 @@
 """A bounded on-disk spool: JSON lines in numbered segment files, each append written and fsync'd,
-read back oldest segment first. It holds what could not reach Postgres (docs §8.3) and survives a
-crash of the process: a line torn by the crash is skipped and counted, never fatal.
+read back oldest segment first. It holds what could not reach Postgres and survives a
+crash of the process: a line torn by the crash is skipped and counted, never fatal
+(docs/data-model.md, "The spool").
 
 Blocking file I/O: callers on the event loop run it in a thread (the store does).
 """
@@ -46,7 +47,8 @@ class Spool:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
-        # Caller keys are pseudonymous personal data (docs §9.3): the spool is for this user only.
+        # Caller keys are pseudonymous personal data: the spool is for this user only
+        # (docs/data-model.md, "Spool file modes").
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Writers hold the lock; readers on the event loop never take it (it may be held for an
         # fsync): they read the totals and the segment tuple, which are replaced, not mutated.
@@ -68,7 +70,6 @@ class Spool:
         # and a new line written after it would be glued to the torn one.
         self._active: Segment | None = None
         self._active_fd: int | None = None
-        self.skipped_lines = 0
 
     # -- sizes ------------------------------------------------------------------------------
 
@@ -222,7 +223,6 @@ class Spool:
                 items.append(item)
             else:
                 skipped += 1
-        self.skipped_lines += skipped
         return SegmentContent(items, skipped)
 
     def remove(self, segment: Segment) -> None:

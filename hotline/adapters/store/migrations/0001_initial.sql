@@ -1,10 +1,11 @@
--- hotline's tables: call records, member sessions and pauses (docs/metrics-kpis-ops.md §8.3, §9.3).
+-- hotline's tables: call records, member sessions and pauses (docs/data-model.md, "Tables").
 -- A schema of its own, not public: grants and REVOKEs can be given per schema, `pg_dump -n
 -- hotline` takes exactly our data, and nothing collides with other tenants of the database.
--- Applied by hotline.store.migrate() in one transaction; never edit an applied migration, add one.
+-- Applied by migrations.py in one transaction; never edit an applied migration, add one.
 --
 -- Privacy rule: no column may ever hold a caller's number or name. Callers appear only as a keyed
--- pseudonym (caller_key, with the id of the key that made it) or as caller_withheld.
+-- pseudonym (caller_key, with the id of the key that made it) or as caller_withheld
+-- (docs/data-model.md, "Privacy").
 
 CREATE SCHEMA hotline;
 
@@ -13,8 +14,8 @@ CREATE TABLE hotline.schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
--- One caller's visit to one queue (hotline.calls.CallRecord). Upserts only move a row forward:
--- a stored row is replaced only by a higher (rank, revision).
+-- One caller's visit to one queue (CallRecord, hotline/core/records.py). Upserts only move a row
+-- forward: a stored row is replaced only by a higher (rank, revision).
 CREATE TABLE hotline.calls (
     uniqueid        text NOT NULL,
     queue           text NOT NULL,
@@ -52,7 +53,7 @@ CREATE INDEX calls_answered_by ON hotline.calls (answered_by, answered_at)
     WHERE answered_by IS NOT NULL;
 CREATE INDEX calls_open ON hotline.calls (queue) WHERE outcome IS NULL;
 
--- A member's stay in a queue (hotline.presence.MemberSession).
+-- A member's stay in a queue (MemberSession, hotline/core/records.py).
 CREATE TABLE hotline.member_sessions (
     queue        text NOT NULL,
     interface    text NOT NULL,
@@ -70,7 +71,7 @@ CREATE INDEX member_sessions_joined_at ON hotline.member_sessions (joined_at);
 CREATE INDEX member_sessions_left_at ON hotline.member_sessions (left_at);
 CREATE INDEX member_sessions_open ON hotline.member_sessions (queue) WHERE left_at IS NULL;
 
--- A pause of a member in a queue (hotline.presence.PauseInterval).
+-- A pause of a member in a queue (PauseInterval, hotline/core/records.py).
 CREATE TABLE hotline.pauses (
     queue      text NOT NULL,
     interface  text NOT NULL,
