@@ -4,6 +4,7 @@ client, and waiting on conditions with deadlines."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -13,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
-from hotline.adapters.ami import AmiLink, LinkSettings
+from hotline.adapters.ami import AmiLink
+from hotline.config import AmiSettings, parse_config
 from hotline.core.ami import Event, Inbound, LinkUp, Reply, Result
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +33,15 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def ami_settings(port: int, username: str, **timings: float) -> AmiSettings:
+    """The AMI settings a configuration file with only these values gives, for a link to `port`
+    on loopback: `timings` by their key in the file (ping_interval=0.2), defaults for the rest.
+    The secret is handed to AmiLink itself, so the file names a variable that is never read."""
+    ami = {"host": "127.0.0.1", "port": port, "username": username, "secret_env": "UNUSED"}
+    document = {"timezone": "UTC", "ami": {**ami, **timings}, "queues": {"q": {}}, "responders": {}}
+    return parse_config(json.dumps(document), Path("ami-settings.yaml")).ami  # JSON is YAML
 
 
 @dataclass
@@ -169,7 +180,8 @@ class AmiTestClient:
     def __init__(self, pbx: Pbx) -> None:
         self.inbox: asyncio.Queue[Inbound] = asyncio.Queue()
         self.link = AmiLink(
-            LinkSettings("127.0.0.1", pbx.ami_port, "hotline-test", pbx.test_secret),
+            ami_settings(pbx.ami_port, "hotline-test"),
+            pbx.test_secret,
             self.inbox,
             SilentObserver(),
         )

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hotline.adapters.ami import AmiLink, LinkSettings
+from hotline.adapters.ami import AmiLink
 from hotline.core.ami import Event, Inbound, LinkDown, LinkUp, Result
 from tests.fake_ami import EOL, FakeAmi
-from tests.harness import wait_for
+from tests.harness import ami_settings, wait_for
 
 
 class Recorder:
@@ -56,16 +56,15 @@ async def link(
     recorder = Recorder()
     inbox: asyncio.Queue[Inbound] = asyncio.Queue()
     ami = AmiLink(
-        LinkSettings(
-            "127.0.0.1",
+        ami_settings(
             fake_ami.port,
             "hotline",
-            "s3cret",
-            ping_interval_s=0.2,
-            ping_timeout_s=0.2,
-            backoff_min_s=0.05,
-            backoff_max_s=0.1,
+            ping_interval=0.2,
+            ping_timeout=0.2,
+            backoff_min=0.05,
+            backoff_max=0.1,
         ),
+        "s3cret",
         inbox,
         recorder,
     )
@@ -139,9 +138,8 @@ async def test_garbage_bytes_are_counted_and_the_link_stays_up(
 async def test_a_wrong_secret_is_reported_and_retried_without_going_live(fake_ami: FakeAmi) -> None:
     recorder = Recorder()
     ami = AmiLink(
-        LinkSettings(
-            "127.0.0.1", fake_ami.port, "hotline", "wrong", backoff_min_s=0.05, backoff_max_s=0.1
-        ),
+        ami_settings(fake_ami.port, "hotline", backoff_min=0.05, backoff_max=0.1),
+        "wrong",
         asyncio.Queue(),
         recorder,
     )

@@ -107,6 +107,12 @@ def test_optional_settings_take_their_defaults() -> None:
     )
     assert (config.ami.action_timeout_s, config.ami.ping_interval_s) == (5.0, 5.0)
     assert config.ami.ping_timeout_s == 3.0
+    assert config.ami.boot_timeout_s == 60.0
+    assert (config.ami.backoff_min_s, config.ami.backoff_max_s) == (0.5, 2.0)
+    assert (config.calls.abandon_grace_s, config.calls.stale_after_s) == (5.0, 6 * 3600.0)
+    assert config.calls.keep_closed_s == 4 * 3600.0
+    assert config.calls.upstream_rollover_after_s is None
+    assert config.calls.upstream_tolerance_s == 2.0
     assert (config.http.host, config.http.port) == ("127.0.0.1", 9470)
     assert config.reconcile.resync_interval_s == 60.0
 
@@ -115,9 +121,11 @@ def test_given_settings_override_the_defaults() -> None:
     text = edited(
         (
             "  username: hotline\n",
-            "  username: hotline\n  host: pbx.example\n  port: 5039\n  action_timeout: 2.5\n",
+            "  username: hotline\n  host: pbx.example\n  port: 5039\n  action_timeout: 2.5\n"
+            "  boot_timeout: 30\n  backoff_min: 1\n  backoff_max: 8\n",
         ),
         ("queues:\n", 'http: {listen: "[::1]:8080"}\nreconcile: {resync_interval: 15}\nqueues:\n'),
+        ("queues:\n", "calls: {keep_closed: 600}\nqueues:\n"),
     )
     config = parse_config(text, PATH)
     assert (config.ami.host, config.ami.port, config.ami.action_timeout_s) == (
@@ -125,14 +133,20 @@ def test_given_settings_override_the_defaults() -> None:
         5039,
         2.5,
     )
+    assert (config.ami.boot_timeout_s, config.ami.backoff_min_s, config.ami.backoff_max_s) == (
+        30.0,
+        1.0,
+        8.0,
+    )
     assert (config.http.host, config.http.port) == ("::1", 8080)
     assert config.reconcile.resync_interval_s == 15.0
+    assert config.calls.keep_closed_s == 600.0
 
 
 def test_the_secret_file_need_not_exist_to_load_the_configuration() -> None:
     config = parse_config(VALID, PATH)
     assert config.ami.secret == SecretRef(
-        file=Path("/run/credentials/hotline.service/ami-secret"), env=None
+        file=Path("/run/credentials/hotline.service/ami-secret"), env=None, setting="ami"
     )
 
 
@@ -199,6 +213,11 @@ def test_the_secret_file_need_not_exist_to_load_the_configuration() -> None:
             "  username: hotline\n",
             "  username: hotline\n  secret_env: AMI_SECRET\n",
             "ami: set exactly one of secret_file and secret_env (line 2)",
+        ),
+        (
+            "  username: hotline\n",
+            "  username: hotline\n  backoff_min: 3\n",
+            "ami.backoff_max: must be at least backoff_min (line 2)",
         ),
         (
             "queues:\n",
@@ -345,27 +364,39 @@ def test_load_config_reads_the_file(tmp_path: Path) -> None:
 def test_secret_file_is_read_without_its_trailing_newline(tmp_path: Path) -> None:
     secret = tmp_path / "ami-secret"
     secret.write_text("s3cret-value\n", encoding="utf-8")
-    assert SecretRef(file=secret, env=None).read() == "s3cret-value"
+    assert SecretRef(file=secret, env=None, setting="ami").read() == "s3cret-value"
 
 
 def test_unreadable_secret_file_names_the_setting_but_not_the_secret(tmp_path: Path) -> None:
     secret = tmp_path / "ami-secret"
     secret.write_bytes(b"s3cret\xff\n")
     with pytest.raises(ConfigError) as caught:
-        SecretRef(file=secret, env=None).read()
+        SecretRef(file=secret, env=None, setting="ami").read()
     assert caught.value.problems == [f"ami.secret_file: {secret} is not UTF-8 text"]
     assert "s3cret" not in str(caught.value)
     with pytest.raises(ConfigError) as missing:
-        SecretRef(file=tmp_path / "absent", env=None).read()
+        SecretRef(file=tmp_path / "absent", env=None, setting="ami").read()
     assert missing.value.problems[0].startswith("ami.secret_file: cannot read ")
 
 
 def test_secret_env_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOTLINE_TEST_AMI_SECRET", "from-env")
-    assert SecretRef(file=None, env="HOTLINE_TEST_AMI_SECRET").read() == "from-env"
+    assert SecretRef(file=None, env="HOTLINE_TEST_AMI_SECRET", setting="ami").read() == "from-env"
     monkeypatch.delenv("HOTLINE_TEST_AMI_SECRET")
     with pytest.raises(ConfigError) as caught:
-        SecretRef(file=None, env="HOTLINE_TEST_AMI_SECRET").read()
+        SecretRef(file=None, env="HOTLINE_TEST_AMI_SECRET", setting="ami").read()
     assert caught.value.problems == [
         "ami.secret_env: environment variable HOTLINE_TEST_AMI_SECRET is not set"
     ]
+
+
+def test_a_database_password_is_named_by_its_own_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOTLINE_TEST_DB_PASSWORD", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        SecretRef(file=None, env="HOTLINE_TEST_DB_PASSWORD", setting="database").read()
+    assert caught.value.problems == [
+        "database.password_env: environment variable HOTLINE_TEST_DB_PASSWORD is not set"
+    ]
+    with pytest.raises(ConfigError) as neither:
+        SecretRef(file=None, env=None, setting="database").read()
+    assert neither.value.problems == ["database: neither password_file nor password_env is set"]

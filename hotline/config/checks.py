@@ -1,0 +1,120 @@
+"""Checks between sections of the configuration (a responder's queues, a shift's responders, an
+exception's times, which secret source is set), on the raw data: they run even when validation
+failed elsewhere, so one run reports everything. Ill-typed parts are left to validation."""
+
+from __future__ import annotations
+
+import difflib
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from hotline.config.problems import Loc, Problem
+from hotline.config.schema import NAME, AmiModel, as_instant, iana_zone, instant_text
+
+
+def cross_section_problems(data: object) -> list[Problem]:
+    """The problems between sections of the parsed file `data`."""
+    if not isinstance(data, dict):
+        return []
+    problems: list[Problem] = []
+    ami = data.get("ami")
+    if isinstance(ami, dict):
+        secrets = [key for key in ("secret_file", "secret_env") if ami.get(key) is not None]
+        if len(secrets) != 1:
+            problems.append((("ami",), "set exactly one of secret_file and secret_env", None))
+        low, high = (_ami_seconds(ami, key) for key in ("backoff_min", "backoff_max"))
+        if low is not None and high is not None and high < low:
+            problems.append((("ami", "backoff_max"), "must be at least backoff_min", None))
+    database = data.get("database")
+    if isinstance(database, dict):
+        passwords = [k for k in ("password_file", "password_env") if database.get(k) is not None]
+        if len(passwords) > 1:
+            problems.append(
+                (("database",), "set at most one of password_file and password_env", None)
+            )
+        if data.get("privacy") is None:
+            problems.append(
+                (
+                    ("database",),
+                    "call recording needs privacy.keys_file for caller pseudonyms",
+                    None,
+                )
+            )
+    queues = data.get("queues")
+    responders = data.get("responders")
+    known_queues = list(queues) if isinstance(queues, dict) else None
+    known_ids = list(responders) if isinstance(responders, dict) else None
+
+    def check(loc: Loc, what: str, value: object, known: list[str] | None) -> None:
+        if known is None or not isinstance(value, str) or not NAME.fullmatch(value):
+            return
+        if value not in known:
+            close = difflib.get_close_matches(value, known, n=1)
+            hint = f", did you mean {close[0]!r}?" if close else ""
+            problems.append((loc, f"unknown {what} {value!r}{hint}", None))
+
+    for rid, responder in _items(responders):
+        for queue, _penalty in _items(_get(responder, "queues")):
+            check(("responders", rid, "queues", queue), "queue", queue, known_queues)
+
+    first_named: dict[str, int] = {}
+    for index, shift in _entries(data.get("shifts")):
+        name = _get(shift, "name")
+        if isinstance(name, str):
+            if name in first_named:
+                first = first_named[name]
+                message = f"duplicate shift name {name!r}, already used by shifts[{first}]"
+                problems.append((("shifts", index, "name"), message, None))
+            else:
+                first_named[name] = index
+        for position, member in _entries(_get(shift, "responders")):
+            check(("shifts", index, "responders", position), "responder", member, known_ids)
+
+    zone = _zone_or_none(data.get("timezone"))
+    for index, exception in _entries(data.get("exceptions")):
+        check(
+            ("exceptions", index, "responder"), "responder", _get(exception, "responder"), known_ids
+        )
+        start = _instant_or_none(_get(exception, "from"), zone)
+        end = _instant_or_none(_get(exception, "until"), zone)
+        if start is not None and end is not None and end <= start:
+            problems.append((("exceptions", index, "until"), "must be after from", None))
+    return problems
+
+
+def _items(value: object) -> list[tuple[str, object]]:
+    return list(value.items()) if isinstance(value, dict) else []
+
+
+def _entries(value: object) -> list[tuple[int, object]]:
+    return list(enumerate(value)) if isinstance(value, list) else []
+
+
+def _get(value: object, key: str) -> object:
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _zone_or_none(value: object) -> ZoneInfo | None:
+    try:
+        iana_zone(value)
+    except ValueError:
+        return None
+    return ZoneInfo(value) if isinstance(value, str) else None
+
+
+def _instant_or_none(value: object, zone: ZoneInfo | None) -> datetime | None:
+    try:
+        instant = instant_text(value)
+    except ValueError:
+        return None
+    if instant.utcoffset() is not None:
+        return instant
+    return None if zone is None else as_instant(instant, zone)
+
+
+def _ami_seconds(section: dict[str, object], key: str) -> float | None:
+    """An AMI setting in seconds as given, or its default; None when it is not a number."""
+    value = section.get(key, AmiModel.model_fields[key].default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)

@@ -1,0 +1,228 @@
+"""The configuration model: pydantic models of every section, their field validators, and the
+default of every optional setting, written here and nowhere else. Strict: YAML already gives
+typed values, so "5038" is not silently a port, nor True a penalty."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, time
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from hotline.core.roster import resolve_local
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# TECH/resource, e.g. PJSIP/1001 or Local/1001@responders/n; printable ASCII only, because the
+# value goes into AMI actions, where a line break would start a new header.
+_INTERFACE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*/[!-~]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CLOCK = re.compile(r"([0-9]{1,2}):([0-9]{2})")
+_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+_EVERY_DAY = frozenset(range(7))
+
+
+def _name(value: object) -> object:
+    if isinstance(value, str) and not NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a valid name: use letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _text(value: object) -> object:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("must not be empty")
+        if any(ord(char) < 32 or ord(char) == 127 for char in value):
+            raise ValueError("must not contain control characters such as line breaks")
+    return value
+
+
+def _interface(value: object) -> object:
+    if isinstance(value, str) and not _INTERFACE.fullmatch(value):
+        raise ValueError(f"{value!r} is not an interface: expected TECH/resource, e.g. PJSIP/1001")
+    return value
+
+
+def _env_name(value: object) -> object:
+    if isinstance(value, str) and not _ENV_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not an environment variable name")
+    return value
+
+
+def iana_zone(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"{value!r} is not an IANA time zone, e.g. America/New_York") from None
+    return value
+
+
+def _clock_time(value: object) -> time:
+    match = _CLOCK.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"{value!r} is not a time, expected HH:MM")
+    hour, minute = int(match[1]), int(match[2])
+    if hour > 23 or minute > 59:
+        raise ValueError(f"{value!r} is not a time")
+    return time(hour, minute)
+
+
+def _one_or_many_days(value: object) -> object:
+    # `days: daily` reads better than `days: [daily]`.
+    return [value] if isinstance(value, str) else value
+
+
+def _day(value: object) -> frozenset[int]:
+    key = value.strip().lower() if isinstance(value, str) else None
+    if key == "daily":
+        return _EVERY_DAY
+    if key in _WEEKDAYS:
+        return frozenset({_WEEKDAYS[key]})
+    raise ValueError(f"{value!r} is not a day: use mon, tue, wed, thu, fri, sat, sun or daily")
+
+
+def instant_text(value: object) -> datetime:
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not an ISO 8601 date and time, e.g. 2026-12-24T18:00")
+
+
+def as_instant(value: datetime, tz: ZoneInfo) -> datetime:
+    """A date-time from the file: with an offset as given, without one a wall-clock time in the
+    roster's zone."""
+    if value.utcoffset() is not None:
+        return value
+    return resolve_local(value.date(), value.time(), tz)
+
+
+def _listen(value: object) -> object:
+    if isinstance(value, str):
+        host, colon, port = value.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):  # [::1]:9470
+            host = host[1:-1]
+        if colon and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+            return (host, int(port))
+    raise ValueError(f"{value!r} is not host:port, e.g. 127.0.0.1:9470")
+
+
+def _empty_if_null(value: object) -> object:
+    # `crisis:` with nothing after it means a queue with the defaults.
+    return {} if value is None else value
+
+
+_Name = Annotated[str, BeforeValidator(_name)]
+_Text = Annotated[str, BeforeValidator(_text)]
+_Interface = Annotated[str, BeforeValidator(_interface)]
+_EnvName = Annotated[str, BeforeValidator(_env_name)]
+_Port = Annotated[int, Field(ge=1, le=65535)]
+_Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_Count = Annotated[int, Field(ge=0)]
+_ClockTime = Annotated[time, BeforeValidator(_clock_time)]
+_Day = Annotated[frozenset[int], BeforeValidator(_day)]
+_Instant = Annotated[datetime, BeforeValidator(instant_text)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class AmiModel(Section):
+    host: _Text = "127.0.0.1"
+    port: _Port = 5038
+    username: _Text
+    secret_file: _Text | None = None
+    secret_env: _EnvName | None = None
+    action_timeout: _Seconds = 5.0
+    ping_interval: _Seconds = 5.0
+    ping_timeout: _Seconds = 3.0
+    boot_timeout: _Seconds = 60.0  # from login to FullyBooted
+    # Reconnect delays double from backoff_min to backoff_max.
+    backoff_min: _Seconds = 0.5
+    backoff_max: _Seconds = 2.0
+
+
+class HttpModel(Section):
+    listen: Annotated[tuple[str, int], BeforeValidator(_listen)] = ("127.0.0.1", 9470)
+
+
+class ReconcileModel(Section):
+    resync_interval: _Seconds = 60.0
+
+
+class DatabaseModel(Section):
+    dsn: _Text
+    password_file: _Text | None = None
+    password_env: _EnvName | None = None
+    spool_dir: _Text = "/var/lib/hotline/spool"
+    spool_max_bytes: Annotated[int, Field(ge=1_000_000)] = 256 * 1024 * 1024
+    retention_days: Annotated[int, Field(ge=1)] = 395
+    # At a stop, records still in memory get this long to reach Postgres; the rest is spooled.
+    flush_timeout: _Seconds = 2.0
+
+
+class PrivacyModel(Section):
+    keys_file: _Text
+    default_country_code: Annotated[str, Field(pattern=r"^[1-9][0-9]{0,2}$")] = "1"
+
+
+class CallsModel(Section):
+    abandon_grace: _Seconds = 5.0
+    stale_after: _Seconds = 6 * 3600.0
+    keep_closed: _Seconds = 4 * 3600.0  # a closed call is remembered, for its late events
+    upstream_rollover_after: _Seconds | None = None
+    upstream_tolerance: _Seconds = 2.0
+
+
+class QueueModel(Section):
+    min_responders: _Count = 1
+    # Service level: answered within sl_seconds, for the sl_target share of calls that left.
+    sl_seconds: _Seconds = 20.0
+    sl_target: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    # queues.conf's wrapuptime for this queue: Asterisk does not report it over AMI.
+    wrapup_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+
+
+class ResponderModel(Section):
+    name: _Text
+    interface: _Interface
+    state_interface: _Interface | None = None
+    queues: dict[_Name, _Count] = Field(default_factory=dict)  # queue -> penalty
+
+
+class ShiftModel(Section):
+    name: _Text
+    days: Annotated[list[_Day], BeforeValidator(_one_or_many_days), Field(min_length=1)]
+    start: _ClockTime
+    end: _ClockTime
+    responders: list[_Name]
+
+
+class ExceptionModel(Section):
+    responder: _Name
+    from_: _Instant = Field(alias="from")
+    until: _Instant
+    kind: Literal["off", "on"]
+
+
+class ConfigModel(Section):
+    timezone: Annotated[str, BeforeValidator(iana_zone)]
+    ami: AmiModel
+    http: HttpModel = Field(default_factory=HttpModel)
+    reconcile: ReconcileModel = Field(default_factory=ReconcileModel)
+    database: DatabaseModel | None = None
+    privacy: PrivacyModel | None = None
+    calls: CallsModel = Field(default_factory=CallsModel)
+    queues: Annotated[
+        dict[_Name, Annotated[QueueModel, BeforeValidator(_empty_if_null)]], Field(min_length=1)
+    ]
+    responders: dict[_Name, ResponderModel]
+    shifts: list[ShiftModel] = Field(default_factory=list)
+    exceptions: list[ExceptionModel] = Field(default_factory=list)

@@ -1,0 +1,136 @@
+"""The validated configuration as plain frozen values: what the core, the app and the adapters
+take. No defaults here: every value comes from the configuration model (`schema.py`), which is
+the one place a default is written."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hotline.config.problems import ConfigError
+from hotline.core.roster import Roster
+
+# The configuration sections that hold a secret, and the keys that say where it lives.
+SecretSection = Literal["ami", "database"]
+_SECRET_KEYS: dict[SecretSection, tuple[str, str]] = {
+    "ami": ("secret_file", "secret_env"),
+    "database": ("password_file", "password_env"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where a secret lives; it is read when needed, never kept in the configuration."""
+
+    file: Path | None
+    env: str | None
+    setting: SecretSection  # the config section, for messages
+
+    def read(self) -> str:
+        # Messages name the source, never the value: they end up in logs and on terminals.
+        file_key, env_key = _SECRET_KEYS[self.setting]
+        if self.file is not None:
+            try:
+                text = self.file.read_text(encoding="utf-8")
+            except OSError as error:
+                reason = error.strerror or type(error).__name__
+                raise ConfigError(
+                    [f"{self.setting}.{file_key}: cannot read {self.file}: {reason}"]
+                ) from None
+            except UnicodeDecodeError:
+                # `from None`: the decode error carries the secret's bytes.
+                raise ConfigError(
+                    [f"{self.setting}.{file_key}: {self.file} is not UTF-8 text"]
+                ) from None
+            secret = text.rstrip("\r\n")
+            if not secret:
+                raise ConfigError([f"{self.setting}.{file_key}: {self.file} is empty"])
+            return secret
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise ConfigError(
+                    [f"{self.setting}.{env_key}: environment variable {self.env} is not set"]
+                )
+            if not value:
+                raise ConfigError(
+                    [f"{self.setting}.{env_key}: environment variable {self.env} is empty"]
+                )
+            return value
+        raise ConfigError([f"{self.setting}: neither {file_key} nor {env_key} is set"])
+
+
+@dataclass(frozen=True, slots=True)
+class AmiSettings:
+    """The AMI account and every timing of the link to it."""
+
+    host: str
+    port: int
+    username: str
+    secret: SecretRef
+    action_timeout_s: float
+    ping_interval_s: float
+    ping_timeout_s: float
+    boot_timeout_s: float  # from login to FullyBooted
+    backoff_min_s: float  # reconnect delays double from min to max
+    backoff_max_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileSettings:
+    resync_interval_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    dsn: str  # without the password, which comes from `password`
+    password: SecretRef | None
+    spool_dir: Path
+    spool_max_bytes: int
+    retention_days: int
+    flush_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacySettings:
+    keys_file: Path
+    default_country_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallSettings:
+    abandon_grace_s: float
+    stale_after_s: float
+    keep_closed_s: float
+    upstream_rollover_after_s: float | None
+    upstream_tolerance_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueService:
+    sl_seconds: float
+    sl_target: float
+    wrapup_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    path: Path
+    roster: Roster
+    ami: AmiSettings
+    http: HttpSettings
+    reconcile: ReconcileSettings
+    # Call recording is on when a database is configured; it then needs the pseudonym keys.
+    database: DatabaseSettings | None
+    privacy: PrivacySettings | None
+    calls: CallSettings
+    service: Mapping[str, QueueService]
