@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from hotline.adapters.metrics import CallFlow, Metrics, QueueCollector, render_metrics
 from hotline.config import QueueService
-from hotline.core.calls import CallRecord, Outcome
 from hotline.core.queuestate import QueueBoard
+from hotline.core.records import CallRecord, Outcome
 
 QUEUES = 50
 MEMBERS = 2_000

@@ -34,7 +34,7 @@ from tests.prom import (
 
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
 
-# What the daemon exports (metrics-kpis-ops.md §2, as built). Histograms also expose
+# What the daemon exports (docs/metrics.md, "Metric catalogue", as built). Histograms also expose
 # _bucket, _sum and _count; counters are listed with their _total.
 GAUGES = {
     "hotline_asterisk_start_timestamp_seconds",
@@ -89,7 +89,7 @@ EXPORTED = (
     | {f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 )
 
-# metrics-kpis-ops.md §4.
+# docs/metrics.md, "Alerts".
 DOCUMENTED_ALERTS = {
     "HotlineAsteriskRestarted",
     "HotlineCallerWaitingTooLong",
