@@ -12,15 +12,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
-from hotline.config import Config, ConfigError, load_config
+from hotline.config import EXIT_CONFIG, Config, ConfigError, load_config
 from hotline.core.roster import DesiredMember, Roster, desired_at, next_change, resolve_local
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-# sysexits' EX_CONFIG; the systemd unit lists it in RestartPreventExitStatus, so a bad
-# configuration stops the service instead of restarting it in a loop.
-EXIT_CONFIG = 78
 
 DEFAULT_CONFIG = Path("/etc/hotline/hotline.yaml")
 
@@ -85,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from hotline.adapters.store import writer as store  # noqa: PLC0415 - see _run
+    from hotline.adapters import store  # noqa: PLC0415 - see _run
 
     def migrate(dsn: str, _config: Config) -> str:
         applied = asyncio.run(store.migrate(dsn))
@@ -97,7 +94,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _purge(args: argparse.Namespace) -> int:
-    from hotline.adapters.store import writer as store  # noqa: PLC0415 - see _run
+    from hotline.adapters import store  # noqa: PLC0415 - see _run
 
     def purge(dsn: str, config: Config) -> str:
         assert config.database is not None
@@ -117,7 +114,7 @@ def _with_database(
     if config is None:
         return EXIT_CONFIG
     from hotline import daemon  # noqa: PLC0415 - see _run
-    from hotline.adapters.store import writer as store  # noqa: PLC0415
+    from hotline.adapters import store  # noqa: PLC0415
 
     dsn = _dsn(config, daemon.database_dsn)
     if dsn is None:

@@ -6,8 +6,7 @@ import asyncio
 import signal
 import sys
 import time
-from collections.abc import Mapping
-from contextlib import AsyncExitStack
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -16,14 +15,14 @@ from prometheus_client import CollectorRegistry
 
 from hotline.adapters import http
 from hotline.adapters import log as logging_setup
-from hotline.adapters.ami import AmiLink, LinkSettings
+from hotline.adapters.ami import AmiLink
 from hotline.adapters.clock import SystemClock
+from hotline.adapters.http import Readiness
 from hotline.adapters.metrics import CallFlow, Metrics, QueueCollector, render_metrics
-from hotline.adapters.store.spool import Spool
-from hotline.adapters.store.writer import SchemaError, Store, StoreUnavailable
+from hotline.adapters.store import SchemaError, Spool, Store, StoreUnavailable
 from hotline.app.ledger import Ledger
 from hotline.app.membership import MembershipKeeper
-from hotline.config import Config, ConfigError
+from hotline.config import EXIT_CONFIG, Config, ConfigError
 from hotline.core.ami import Event, Inbound, LinkDown, LinkUp
 from hotline.core.calls import CallBook
 from hotline.core.clock import Clock
@@ -34,7 +33,8 @@ from hotline.core.reconcile import Trigger
 
 log = structlog.get_logger("hotline.daemon")
 
-EXIT_CONFIG = 78
+Handler = Callable[[Event], None]
+
 # Bound on events waiting for the consumer; overflow forces a resync instead of blocking the reader.
 _INBOX_SIZE = 50_000
 _RESTORE_TIMEOUT_S = 10.0
@@ -128,21 +128,14 @@ class Daemon:
         self.flow = CallFlow(registry, config.service, [rollover] if rollover else [])
         registry.register(QueueCollector(self.board, self.flow, config.service, time.time))
         self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=_INBOX_SIZE)
-        self.metrics.event_queue_depth.set_function(self.inbox.qsize)
+        self.metrics.runtime.event_queue_depth.set_function(self.inbox.qsize)
         # Caller data is replaced or dropped in the AMI callback, before anything is queued.
         pseudonymiser = secrets.pseudonymiser
         self.link = AmiLink(
-            LinkSettings(
-                host=config.ami.host,
-                port=config.ami.port,
-                username=config.ami.username,
-                secret=secrets.ami,
-                action_timeout_s=config.ami.action_timeout_s,
-                ping_interval_s=config.ami.ping_interval_s,
-                ping_timeout_s=config.ami.ping_timeout_s,
-            ),
+            config.ami,
+            secrets.ami,
             self.inbox,
-            self.metrics,
+            self.metrics.link,
             scrub=pseudonymiser.scrub if pseudonymiser is not None else allow_listed,
         )
         self.store: Store | None = None
@@ -151,41 +144,40 @@ class Daemon:
             self.store = Store(
                 secrets.database_dsn,
                 Spool(config.database.spool_dir, config.database.spool_max_bytes),
-                self.metrics,
+                self.metrics.store,
             )
             calls = config.calls
             book = CallBook(
                 abandon_grace_s=calls.abandon_grace_s,
                 stale_after_s=calls.stale_after_s,
+                keep_closed_s=calls.keep_closed_s,
                 upstream_rollover_after_s=calls.upstream_rollover_after_s,
                 upstream_tolerance_s=calls.upstream_tolerance_s,
             )
             # Call times are Asterisk's event timestamps, so their grace periods and stale bounds
             # run on the wall clock, whatever clock drives the roster (tests drive that one).
             self.ledger = Ledger(
-                book, Presence(), self.store, SystemClock(), self.metrics, flow=self.flow
+                book, Presence(), self.store, SystemClock(), self.metrics.ledger, flow=self.flow
             )
             # Read at scrape time: the call book is the truth, no second count to keep in step.
-            self.metrics.calls_open.set_function(lambda: book.open_count)
+            self.metrics.ledger.calls_open.set_function(lambda: book.open_count)
         self.keeper = MembershipKeeper(
             config.roster,
             self.link,
             clock,
-            self.metrics,
+            self.metrics.membership,
             config.reconcile.resync_interval_s,
             on_status=self.on_status,
             on_change=self.ledger.expect if self.ledger else None,
         )
 
-    def not_ready(self) -> list[str]:
-        reasons = []
-        if not self.link.up:
-            reasons.append(f"AMI not live ({self.link.state}): {self.link.last_error}")
-        elif not self.keeper.in_sync:
-            reasons.append(f"membership not in sync: {self.keeper.last_problem}")
-        if self.store is not None and (problem := self.store.status()):
-            reasons.append(f"call records: {problem}")
-        return reasons
+    def readiness(self) -> list[Readiness]:
+        """Each component answers for itself; /readyz lists every reason."""
+        providers: list[Readiness] = [self.link.readiness, self.keeper.readiness]
+        if self.store is not None:
+            store = self.store
+            providers.append(lambda: [f"call records: {p}"] if (p := store.status()) else [])
+        return providers
 
     async def watch_loop(self) -> None:
         """Measure how late the event loop wakes: a blocked loop delays every AMI event."""
@@ -193,7 +185,7 @@ class Daemon:
         while True:
             started = loop.time()
             await asyncio.sleep(_LOOP_PROBE_S)
-            self.metrics.loop_lag.observe(max(0.0, loop.time() - started - _LOOP_PROBE_S))
+            self.metrics.runtime.loop_lag.observe(max(0.0, loop.time() - started - _LOOP_PROBE_S))
 
     def _note_boot(self, uptime_s: float) -> None:
         started = time.time() - uptime_s
@@ -203,7 +195,7 @@ class Daemon:
         self._asterisk_restarted = previous is not None and abs(started - previous) > 5
         if previous is None or self._asterisk_restarted:
             self._asterisk_started = started
-            self.metrics.asterisk_start.set(round(started))
+            self.metrics.runtime.asterisk_start.set(round(started))
 
     def exposition(self) -> bytes:
         return render_metrics(self.metrics.registry, self.flow)
@@ -244,23 +236,72 @@ class Daemon:
                 log.info("retention_purged", rows=deleted, days=days)
             await asyncio.sleep(_RETENTION_EVERY_S)
 
+    def _routes(self) -> dict[str, tuple[Handler, ...]]:
+        """Which consumers each event goes to: one table, so no consumer re-filters the stream."""
+        board, now = self.board, time.time
+        consumers: list[tuple[frozenset[str], Handler]] = [
+            (QueueBoard.EVENTS, lambda event: board.feed(event.name, event.fields, now())),
+            (MembershipKeeper.EVENTS, self.keeper.on_event),
+        ]
+        if self.ledger is not None:
+            consumers.append((Ledger.EVENTS, self.ledger.on_event))
+        routes: dict[str, tuple[Handler, ...]] = {}
+        for names, handler in consumers:
+            for name in names:
+                routes[name] = (*routes.get(name, ()), handler)
+        return routes
+
     async def consume(self) -> None:
         """The one consumer of AMI events, in arrival order."""
+        routes = self._routes()
+        count = self.metrics.ledger.event_received
         while True:
             item = await self.inbox.get()
             if self.link.take_overflow():
                 self.keeper.wake("overflow")
             if isinstance(item, Event):
-                self.board.feed(item.name, item.fields, time.time())
-                self.keeper.on_event(item)
-                if self.ledger is not None:
-                    self.ledger.on_event(item)
+                count(item.name)
+                for handler in routes.get(item.name, ()):
+                    handler(item)
             elif isinstance(item, LinkUp):
                 self.keeper.wake("connect")
                 if item.uptime_s is not None:
                     self._note_boot(item.uptime_s)
             elif isinstance(item, LinkDown):
                 self.keeper.link_down()
+
+    async def start(self) -> None:
+        """Phase one: continue what was open when the daemon last stopped."""
+        await self.restore()
+
+    async def serve(self, stop: asyncio.Event, started: asyncio.Future[Daemon] | None) -> None:
+        """Phase two: every long-running task, until `stop` is set or one of them fails."""
+        async with asyncio.TaskGroup() as tasks:
+            running = [
+                tasks.create_task(self.link.run(), name="ami-link"),
+                tasks.create_task(self.consume(), name="event-consumer"),
+                tasks.create_task(self.keeper.run_rounds(), name="reconcile"),
+                tasks.create_task(self.keeper.run_timer(), name="shift-timer"),
+                tasks.create_task(self.watch_loop(), name="loop-lag"),
+            ]
+            if self.store is not None and self.ledger is not None:
+                running += [
+                    tasks.create_task(self.store.run(), name="store-writer"),
+                    tasks.create_task(self.ledger.run_ticks(), name="call-ticks"),
+                    tasks.create_task(self.run_retention(), name="retention"),
+                ]
+            if started is not None:
+                started.set_result(self)
+            await stop.wait()
+            log.info("daemon_stopping")
+            for task in running:
+                task.cancel()
+
+    async def stop(self) -> None:
+        """Phase three, whatever ended phase two: what is still in memory goes to Postgres
+        within the configured budget or, failing that, to the spool."""
+        if self.store is not None and self.config.database is not None:
+            await self.store.close(self.config.database.flush_timeout_s)
 
 
 async def run(
@@ -272,41 +313,23 @@ async def run(
     registry: CollectorRegistry | None = None,
     started: asyncio.Future[Daemon] | None = None,
 ) -> None:
-    """Run until `stop` is set."""
+    """Run until `stop` is set: start, serve, and stop, the last in a `finally` so that a task
+    that fails still has the records in memory flushed."""
     daemon = Daemon(config, secrets, clock, registry or CollectorRegistry())
-    await daemon.restore()
-    async with AsyncExitStack() as stack:
-        await stack.enter_async_context(
-            http.serve(config.http.host, config.http.port, daemon.exposition, daemon.not_ready)
-        )
-        log.info(
-            "daemon_started",
-            config=str(config.path),
-            queues=list(config.roster.queues),
-            responders=len(config.roster.responders),
-            http=f"{config.http.host}:{config.http.port}",
-        )
-        async with asyncio.TaskGroup() as tasks:
-            running = [
-                tasks.create_task(daemon.link.run(), name="ami-link"),
-                tasks.create_task(daemon.consume(), name="event-consumer"),
-                tasks.create_task(daemon.keeper.run_rounds(), name="reconcile"),
-                tasks.create_task(daemon.keeper.run_timer(), name="shift-timer"),
-                tasks.create_task(daemon.watch_loop(), name="loop-lag"),
-            ]
-            if daemon.store is not None and daemon.ledger is not None:
-                running += [
-                    tasks.create_task(daemon.store.run(), name="store-writer"),
-                    tasks.create_task(daemon.ledger.run_ticks(), name="call-ticks"),
-                    tasks.create_task(daemon.run_retention(), name="retention"),
-                ]
-            if started is not None:
-                started.set_result(daemon)
-            await stop.wait()
-            log.info("daemon_stopping")
-            for task in running:
-                task.cancel()
-        if daemon.store is not None:
-            # Whatever is still in memory goes to Postgres or, failing that, to the spool.
-            await daemon.store.close()
+    try:
+        await daemon.start()
+        http_at = f"{config.http.host}:{config.http.port}"
+        async with http.serve(
+            config.http.host, config.http.port, daemon.exposition, daemon.readiness()
+        ):
+            log.info(
+                "daemon_started",
+                config=str(config.path),
+                queues=list(config.roster.queues),
+                responders=len(config.roster.responders),
+                http=http_at,
+            )
+            await daemon.serve(stop, started)
+    finally:
+        await daemon.stop()
     log.info("daemon_stopped")

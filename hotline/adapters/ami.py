@@ -2,7 +2,8 @@
 
 One supervisor task owns the connection: connect, log in, wait for FullyBooted, watch liveness with
 its own Ping, reconnect with capped backoff. Events go, in order, to one asyncio.Queue; actions
-return plain values. panoramisk 1.4's traps and their workarounds: docs asterisk-ami.md §11.4.
+return plain values. panoramisk 1.4's traps (B1 to B10 below) and their workarounds:
+docs/asterisk-ami.md, "panoramisk 1.4 traps".
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import random
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -22,13 +22,27 @@ from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from hotline.core.ami import Event, Inbound, LinkDown, LinkUp, Reply, Result, Scrub, field_number
+from hotline.config import AmiSettings
+from hotline.core.ami import (
+    ConnectResult,
+    DisconnectReason,
+    Event,
+    Inbound,
+    LinkDown,
+    LinkState,
+    LinkUp,
+    Reply,
+    Result,
+    Scrub,
+    field_number,
+)
 
 log = structlog.get_logger("hotline.ami")
 
 EOL = "\r\n"
-# Every action we send, lower-cased: panoramisk must never replay one after a reconnect (B3); the
-# reconciler re-derives intent from fresh state instead.
+# Every action we send, lower-cased: panoramisk must never replay one after a reconnect
+# (docs/asterisk-ami.md, "panoramisk 1.4 traps", B3); the reconciler re-derives intent from
+# fresh state instead.
 _FORGETABLE = (
     "ping",
     "login",
@@ -50,15 +64,15 @@ _SHUTDOWN = "Event: Shutdown"
 # Bytes read per loop turn. asyncio's default (256 KiB, about 400 events) holds the loop for
 # ~20 ms per read under load, starving the store's round trips and the Ping watchdog.
 _READ_BYTES = 32 * 1024
-# Replies that mean "already as you want it" (asterisk-ami.md §2.4).
+# Replies that mean "already as you want it" (docs/asterisk-ami.md, "Action replies").
 _ALREADY = ("Unable to add interface: Already there", "Unable to remove interface: Not there")
 
 
 class Observer(Protocol):
     """What the link reports; metrics implement it (adapters never import each other)."""
 
-    def connect_attempt(self, result: str) -> None: ...
-    def disconnected(self, reason: str) -> None: ...
+    def connect_attempt(self, result: ConnectResult) -> None: ...
+    def disconnected(self, reason: DisconnectReason) -> None: ...
     def link_up(self, up: bool) -> None: ...
     def action_done(self, action: str, result: Result, seconds: float) -> None: ...
     def message_received(self) -> None: ...
@@ -66,26 +80,13 @@ class Observer(Protocol):
     def inbox_overflow(self) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class LinkSettings:
-    host: str
-    port: int
-    username: str
-    secret: str = field(repr=False)
-    action_timeout_s: float = 5.0
-    ping_interval_s: float = 5.0
-    ping_timeout_s: float = 3.0
-    boot_timeout_s: float = 60.0
-    backoff_min_s: float = 0.5
-    backoff_max_s: float = 2.0
-
-
 class _LinkLost(Exception):
     pass
 
 
 class _Protocol(AMIProtocol):  # type: ignore[misc]
-    """panoramisk's protocol with lossless UTF-8 decoding (B7) and counted malformed messages."""
+    """panoramisk's protocol with lossless UTF-8 decoding and counted malformed messages
+    (docs/asterisk-ami.md, "panoramisk 1.4 traps", B7)."""
 
     link: AmiLink
 
@@ -102,7 +103,8 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
         # panoramisk decodes each read on its own with errors="ignore", dropping a character split
-        # across two reads (B7); an incremental decoder keeps it whole.
+        # across two reads (docs/asterisk-ami.md, "panoramisk 1.4 traps", B7); an incremental
+        # decoder keeps it whole.
         self._buffer += self._decoder.decode(data)
         *blocks, self._buffer = self._buffer.split(EOL + EOL)
         for block in blocks:
@@ -133,7 +135,8 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]
 
 
 class _Manager(Manager):  # type: ignore[misc]
-    """A Manager that never reconnects or replays by itself: the supervisor decides (B3, B10)."""
+    """A Manager that never reconnects or replays by itself: the supervisor decides
+    (docs/asterisk-ami.md, "panoramisk 1.4 traps", B3 and B10)."""
 
     patterns: list[tuple[str, Any]]
 
@@ -141,17 +144,19 @@ class _Manager(Manager):  # type: ignore[misc]
         super().__init__(**config)
         self.link = link
 
-        # Its FullyBooted hook replays unanswered actions: stale intent must never be replayed (B3).
+        # Its FullyBooted hook replays unanswered actions: stale intent must never be replayed
+        # (docs/asterisk-ami.md, "panoramisk 1.4 traps", B3).
         self.callbacks.pop("FullyBooted", None)
         self.patterns = [p for p in self.patterns if p[0] != "FullyBooted"]
 
     def ping(self) -> None:
-        # panoramisk's own Ping never checks the reply (B4); AmiLink runs a checked one.
+        # panoramisk's own Ping never checks the reply; AmiLink runs a checked one
+        # (docs/asterisk-ami.md, "panoramisk 1.4 traps", B4).
         pass
 
     def connection_lost(self, exc: Any) -> None:
         self._connected = False
-        reason = "shutdown_event" if isinstance(exc, Message) else "eof"
+        reason: DisconnectReason = "shutdown_event" if isinstance(exc, Message) else "eof"
         self.link.connection_lost(self, reason)
 
 
@@ -160,19 +165,21 @@ class AmiLink:
 
     def __init__(
         self,
-        settings: LinkSettings,
+        settings: AmiSettings,
+        secret: str,
         inbox: asyncio.Queue[Inbound],
         observer: Observer,
         scrub: Scrub = dict,
     ) -> None:
         self.settings = settings
+        self._secret = secret  # the value settings.secret points to; never logged
         self.scrub = scrub
         self.inbox = inbox
         self.observer = observer
-        self.state = "disconnected"
+        self.state: LinkState = "disconnected"
         self.last_error = "not connected yet"
         self._manager: _Manager | None = None
-        self._lost: asyncio.Future[str] | None = None
+        self._lost: asyncio.Future[DisconnectReason] | None = None
         self._booted: asyncio.Future[float | None] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         self._overflowed = False
@@ -180,6 +187,10 @@ class AmiLink:
     @property
     def up(self) -> bool:
         return self.state == "live"
+
+    def readiness(self) -> list[str]:
+        """Why the link cannot carry actions now; empty while it is live."""
+        return [] if self.up else [f"AMI not live ({self.state}): {self.last_error}"]
 
     def take_overflow(self) -> bool:
         """True once after the inbox overflowed: events were lost and state must be re-read."""
@@ -217,7 +228,7 @@ class AmiLink:
             self,
             host=s.host,
             port=s.port,
-            loop=loop,  # B8
+            loop=loop,  # docs/asterisk-ami.md, "panoramisk 1.4 traps", B8
             events="on",
             protocol_factory=self._protocol_factory,
             forgetable_actions=_FORGETABLE,
@@ -253,11 +264,15 @@ class AmiLink:
         assert self._booted is not None
         self.state = "authenticating"
         reply = await self._send(
-            {"Action": "Login", "Username": s.username, "Secret": s.secret, "Events": "on"},
+            {"Action": "Login", "Username": s.username, "Secret": self._secret, "Events": "on"},
             as_list=False,
         )
         if reply.result is not Result.SUCCESS:
-            kind = "auth_failed" if reply.result is Result.ERROR else reply.result.value
+            kind: ConnectResult = (
+                "timeout" if reply.result is Result.TIMEOUT
+                else "disconnected" if reply.result is Result.DISCONNECTED
+                else "auth_failed"
+            )  # fmt: skip
             self._failed(kind, f"login failed: {reply.message or reply.result.value}")
             return False
         # The AMI port accepts logins before app_queue is loaded: wait for FullyBooted, which
@@ -282,7 +297,8 @@ class AmiLink:
         return True
 
     async def _watchdog(self, manager: _Manager) -> None:
-        """Own liveness check (B4): two missed Pings in a row abort the transport."""
+        """Own liveness check: two missed Pings in a row abort the transport
+        (docs/asterisk-ami.md, "panoramisk 1.4 traps", B4)."""
         misses = 0
         while True:
             await asyncio.sleep(self.settings.ping_interval_s)
@@ -293,17 +309,17 @@ class AmiLink:
                 self._abort(manager, "ping_timeout")
                 return
 
-    def _abort(self, manager: _Manager, reason: str) -> None:
+    def _abort(self, manager: _Manager, reason: DisconnectReason) -> None:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
         if manager.protocol is not None:
             manager.protocol.transport.abort()
 
-    def connection_lost(self, manager: _Manager, reason: str) -> None:
+    def connection_lost(self, manager: _Manager, reason: DisconnectReason) -> None:
         if manager is self._manager and self._lost is not None and not self._lost.done():
             self._lost.set_result(reason)
 
-    def _failed(self, kind: str, message: str) -> bool:
+    def _failed(self, kind: ConnectResult, message: str) -> bool:
         self.observer.connect_attempt(kind)
         self.last_error = message
         log.warning("ami_connect_failed", kind=kind, error=message)
@@ -313,7 +329,7 @@ class AmiLink:
         lost = self._lost
         # Cancelled (daemon stopping) while awaited: the future itself is cancelled, not resolved.
         finished = lost is not None and lost.done() and not lost.cancelled()
-        reason = lost.result() if finished and lost is not None else "local"
+        reason: DisconnectReason = lost.result() if finished and lost is not None else "local"
         was_live = self.state == "live"
         self.state = "disconnected"
         self._manager = None
@@ -340,8 +356,9 @@ class AmiLink:
             return Reply(Result.DISCONNECTED, self.last_error)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        # as_list is given to send_action itself: it overwrites the Action's own (B1). False for
-        # single replies, so QueueAdd's "Added interface to queue" is not mistaken for a list.
+        # as_list is given to send_action itself: it overwrites the Action's own
+        # (docs/asterisk-ami.md, "panoramisk 1.4 traps", B1). False for single replies, so
+        # QueueAdd's "Added interface to queue" is not mistaken for a list.
         action = Action(dict(fields), as_list=as_list)
         future = manager.send_action(action, as_list=as_list)
         self._pending.add(future)
@@ -349,7 +366,8 @@ class AmiLink:
         try:
             message = await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            # Else the late reply sits in panoramisk's table until the next disconnect (B5).
+            # Else the late reply sits in panoramisk's table until the next disconnect
+            # (docs/asterisk-ami.md, "panoramisk 1.4 traps", B5).
             manager.protocol.responses.pop(action.id, None)
             reply = Reply(Result.TIMEOUT, f"no reply within {timeout:g} s")
         except _LinkLost:
@@ -368,7 +386,8 @@ class AmiLink:
         return protocol
 
     def _on_event(self, manager: _Manager, message: Message) -> None:
-        # The one synchronous callback (B6): it must not raise, and it only enqueues.
+        # The one synchronous callback: it must not raise, and it only enqueues
+        # (docs/asterisk-ami.md, "panoramisk 1.4 traps", B6).
         self.event(manager, _fields(message))
 
     def event(self, manager: _Manager, raw: dict[str, str]) -> None:

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-# Returns the reasons the daemon is not ready; empty when it is.
+# A component's reasons for not being ready; empty when it is. /readyz asks each one.
 Readiness = Callable[[], list[str]]
 # Renders the metrics in Prometheus' text format, from memory only: it runs on the event loop.
 Exposition = Callable[[], bytes]
 _TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def make_app(exposition: Exposition, readiness: Readiness) -> web.Application:
+def make_app(exposition: Exposition, readiness: Sequence[Readiness]) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         # The process and its event loop answer: that is all liveness means.
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        reasons = readiness()
+        reasons = [reason for provider in readiness for reason in provider()]
         return web.json_response(
             {"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200
         )
@@ -37,7 +37,7 @@ def make_app(exposition: Exposition, readiness: Readiness) -> web.Application:
 
 @asynccontextmanager
 async def serve(
-    host: str, port: int, exposition: Exposition, readiness: Readiness
+    host: str, port: int, exposition: Exposition, readiness: Sequence[Readiness]
 ) -> AsyncIterator[web.AppRunner]:
     runner = web.AppRunner(make_app(exposition, readiness), access_log=None)
     await runner.setup()

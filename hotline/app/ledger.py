@@ -10,23 +10,29 @@ from typing import Protocol
 
 import structlog
 
-from hotline.core.ami import Event
-from hotline.core.calls import CallBook, CallRecord
+from hotline.core.ami import Event, EventName
+from hotline.core.calls import CallBook
 from hotline.core.clock import Clock
-from hotline.core.presence import MemberSession, PauseInterval, Presence
+from hotline.core.presence import MemberChange, Presence
 from hotline.core.reconcile import Trigger
+from hotline.core.records import (
+    CallRecord,
+    JoinReason,
+    LeaveReason,
+    MemberSession,
+    PauseInterval,
+    Record,
+)
 
 log = structlog.get_logger("hotline.ledger")
 
-Record = CallRecord | MemberSession | PauseInterval
 # Caller events whose record key needs Queue and Uniqueid; anything else is not ours to judge.
-_CALLER_EVENTS = frozenset(
+_CALLER_EVENTS: frozenset[EventName] = frozenset(
     {
         "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled",
         "AgentRingNoAnswer", "AgentConnect", "AgentComplete", "AgentDump",
     }
 )  # fmt: skip
-_MEMBER_EVENTS = frozenset({"QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause"})
 _TICK_S = 1.0
 
 
@@ -35,7 +41,6 @@ class Sink(Protocol):
 
 
 class Observer(Protocol):
-    def event_received(self, name: str) -> None: ...
     def dropped(self, reason: str, n: int) -> None: ...
     def event_lag(self, seconds: float) -> None: ...
 
@@ -48,6 +53,9 @@ class Flow(Protocol):
 
 
 class Ledger:
+    # The events `on_event` reads; the daemon routes only these here.
+    EVENTS: frozenset[str] = CallBook.EVENTS | Presence.EVENTS
+
     def __init__(
         self,
         book: CallBook,
@@ -77,7 +85,6 @@ class Ledger:
 
     def on_event(self, event: Event) -> None:
         name = event.name
-        self.observer.event_received(name)
         fields = event.fields
         if name in _CALLER_EVENTS and not (fields.get("Queue") and fields.get("Uniqueid")):
             # Counted and logged by field names only: values could identify a caller.
@@ -90,7 +97,7 @@ class Ledger:
         if name == "AgentRingNoAnswer":
             self.flow.ring_not_answered(fields.get("Queue", ""))
         self._submit(self.book.feed(name, fields, at))
-        if name in _MEMBER_EVENTS:
+        if name in Presence.EVENTS:
             self._submit(self.presence.feed(name, fields, at))
 
     def on_status(
@@ -119,7 +126,9 @@ class Ledger:
         self._submit(self.book.resync(waiting, now))
         self._submit(self.presence.snapshot(members, now, restarted=asterisk_restarted))
 
-    def expect(self, queue: str, interface: str, change: str, reason: str) -> None:
+    def expect(
+        self, queue: str, interface: str, change: MemberChange, reason: JoinReason | LeaveReason
+    ) -> None:
         self.presence.expect(queue, interface, change, reason)
 
     async def run_ticks(self) -> None:

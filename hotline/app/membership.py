@@ -17,13 +17,20 @@ from typing import Protocol
 import structlog
 
 from hotline.core import reconcile, roster
-from hotline.core.ami import Event, Reply, Result
+from hotline.core.ami import Event, EventName, Reply, Result
 from hotline.core.clock import Clock
+from hotline.core.presence import MemberChange
 from hotline.core.reconcile import Action, Add, Remove, RoundResult, SetPenalty, Trigger
+from hotline.core.records import JoinReason, LeaveReason
 
 log = structlog.get_logger("hotline.membership")
 
-_MEMBER_CHANGES = frozenset({"QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPenalty"})
+# Member changes that hotline did not cause mean drift.
+_MEMBER_CHANGES: frozenset[EventName] = frozenset(
+    {"QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPenalty"}
+)
+# A member's call ended: one due to leave may go now.
+_CALL_ENDS: frozenset[EventName] = frozenset({"QueueMemberStatus", "AgentComplete"})
 # Pipelined actions in flight at once; Asterisk runs one session's actions in order anyway.
 _WINDOW = 256
 # After a failed round, try again this soon rather than waiting for the periodic resync.
@@ -53,10 +60,13 @@ class Observer(Protocol):
 # Called with every QueueStatus list read and the triggers of its round.
 StatusListener = Callable[[list[Mapping[str, str]], set[Trigger]], None]
 # Called before each change is sent: (queue, interface, "join" | "leave", reason).
-ChangeListener = Callable[[str, str, str, str], None]
+ChangeListener = Callable[[str, str, MemberChange, JoinReason | LeaveReason], None]
 
 
 class MembershipKeeper:
+    # The events `on_event` reads; the daemon routes only these here.
+    EVENTS: frozenset[EventName] = frozenset({*_MEMBER_CHANGES, *_CALL_ENDS, "Reload"})
+
     def __init__(
         self,
         rost: roster.Roster,
@@ -87,6 +97,12 @@ class MembershipKeeper:
         self._expected: Counter[tuple[str, str]] = Counter()
         self._leaving: set[tuple[str, str]] = set()
 
+    def readiness(self) -> list[str]:
+        """Why membership may differ from the roster now; a link that is down says so itself."""
+        if self.in_sync or not self.link.up:
+            return []
+        return [f"membership not in sync: {self.last_problem}"]
+
     def wake(self, trigger: Trigger) -> None:
         self._triggers.add(trigger)
         self._wake.set()
@@ -106,7 +122,7 @@ class MembershipKeeper:
                 self._expected[key] -= 1
                 return
             self.wake("drift")
-        elif name in ("QueueMemberStatus", "AgentComplete"):
+        elif name in _CALL_ENDS:
             key = (event.fields.get("Queue", ""), event.fields.get("Interface", ""))
             if key in self._leaving:
                 self.wake("call_ended")
@@ -196,9 +212,7 @@ class MembershipKeeper:
         )
         return not failed, True
 
-    def _announce(
-        self, actions: tuple[Action, ...], triggers: set[Trigger], now: datetime
-    ) -> None:
+    def _announce(self, actions: tuple[Action, ...], triggers: set[Trigger], now: datetime) -> None:
         """Tell presence why each member is about to join or leave."""
         assert self.on_change is not None
         by_shift = roster.on_duty(self._shifts_only, now)
@@ -207,7 +221,7 @@ class MembershipKeeper:
                 continue
             joining = isinstance(action, Add)
             if "drift" in triggers and joining:
-                reason = "drift_repair"
+                reason: JoinReason | LeaveReason = "drift_repair"
             elif "connect" in triggers and joining:
                 reason = "asterisk_restart"
             elif (action.member_name in by_shift) != joining:

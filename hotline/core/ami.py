@@ -14,7 +14,7 @@ from typing import Literal, get_args
 
 # The events hotline reads, each counted by name (any other is counted as "other"). The queue
 # events come from app_queue; QueueResult and QueueRollover only ever as UserEvents raised by the
-# shipped dialplan (see docs/asterisk-ami.md).
+# shipped dialplan (docs/asterisk-ami.md, "Refused joins and the QueueResult UserEvent").
 EventName = Literal[
     "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "AgentCalled",
     "AgentRingNoAnswer", "AgentConnect", "AgentComplete", "AgentDump", "DialEnd", "Hangup",
@@ -30,7 +30,7 @@ ActionName = Literal[
 # Where a link is in its life: only "live" (logged in, Asterisk fully booted) carries actions.
 LinkState = Literal["disconnected", "connecting", "authenticating", "waiting_fullybooted", "live"]
 # How a connection attempt ended.
-ConnectResult = Literal["success", "timeout", "refused", "auth_failed", "error", "disconnected"]
+ConnectResult = Literal["success", "timeout", "refused", "auth_failed", "disconnected"]
 # Why a live link ended: Asterisk's Shutdown event, the peer closed, two missed Pings, our close.
 DisconnectReason = Literal["shutdown_event", "eof", "ping_timeout", "local"]
 
@@ -70,7 +70,7 @@ class LinkUp:
 
 @dataclass(frozen=True, slots=True)
 class LinkDown:
-    reason: str
+    reason: DisconnectReason
 
 
 Inbound = Event | LinkUp | LinkDown

@@ -1,7 +1,7 @@
 """The live state of each queue, pure: callers waiting and members by state, kept current by AMI
 events and rebuilt from every QueueStatus read. Metrics read it at scrape time.
 
-Member states are exclusive (docs metrics-kpis-ops.md §2.1, first match wins): unavailable,
+Member states are exclusive (docs/metrics.md, "Member states"; first match wins): unavailable,
 in_call, ringing, paused, wrapup, available.
 """
 
@@ -11,13 +11,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from hotline.core.ami import field_number
+from hotline.core.ami import EventName, field_number
 
 STATES = ("available", "ringing", "in_call", "paused", "wrapup", "unavailable")
 _UNAVAILABLE = frozenset({4, 5})  # INVALID, UNAVAILABLE
 _IN_CALL = frozenset({2, 3, 7, 8})  # INUSE, BUSY, RINGINUSE, ONHOLD
 _RINGING = 6
-_MEMBER_EVENTS = frozenset(
+_MEMBER_EVENTS: frozenset[EventName] = frozenset(
     {
         "QueueMemberAdded",
         "QueueMemberStatus",
@@ -70,6 +70,12 @@ class QueueView:
 
 class QueueBoard:
     """Callers and members of the configured queues; other queues are ignored."""
+
+    # The events `feed` reads; the daemon routes only these here.
+    EVENTS: frozenset[EventName] = frozenset(
+        {"QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "QueueMemberRemoved",
+         "AgentConnect", "AgentComplete", *_MEMBER_EVENTS}
+    )  # fmt: skip
 
     def __init__(self, wrapup_s: Mapping[str, float]) -> None:
         # wrapup_s: each queue's wrap-up time (queues.conf wrapuptime): Asterisk does not report it.
