@@ -7,7 +7,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import structlog
@@ -20,9 +20,11 @@ from hotline.adapters.clock import SystemClock
 from hotline.adapters.http import Readiness
 from hotline.adapters.metrics import CallFlow, Metrics, QueueCollector, render_metrics
 from hotline.adapters.store import SchemaError, Spool, Store, StoreUnavailable
+from hotline.adapters.systemd import Notifier
 from hotline.app.ledger import Ledger
 from hotline.app.membership import MembershipKeeper
-from hotline.config import EXIT_CONFIG, Config, ConfigError
+from hotline.config import EXIT_CONFIG, Config, ConfigError, load_config
+from hotline.config.live import restart_only_changes
 from hotline.core.ami import Event, Inbound, LinkDown, LinkUp
 from hotline.core.calls import CallBook
 from hotline.core.clock import Clock
@@ -40,6 +42,9 @@ _INBOX_SIZE = 50_000
 _RESTORE_TIMEOUT_S = 10.0
 _LOOP_PROBE_S = 0.5
 _RETENTION_EVERY_S = 24 * 3600.0
+# A reconcile round still under way after this long is stuck (its actions time out far sooner):
+# the watchdog pings stop, and systemd restarts the daemon.
+_ROUND_STUCK_AFTER_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -106,9 +111,18 @@ def _with_password(dsn: str, password: str) -> str:
 async def _main(config: Config, secrets: Secrets) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    started: asyncio.Future[Daemon] = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(config, secrets, SystemClock(), stop)
+
+    def reload() -> None:
+        if started.done():
+            started.result().request_reload()
+        else:
+            log.warning("config_reload_ignored", reason="the daemon is still starting")
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await run(config, secrets, SystemClock(), stop, started=started)
 
 
 class Daemon:
@@ -170,6 +184,9 @@ class Daemon:
             on_status=self.on_status,
             on_change=self.ledger.expect if self.ledger else None,
         )
+        self.notifier = Notifier()
+        self._reloads: set[asyncio.Task[bool]] = set()
+        self._reload_lock = asyncio.Lock()
 
     def readiness(self) -> list[Readiness]:
         """Each component answers for itself; /readyz lists every reason."""
@@ -270,6 +287,77 @@ class Daemon:
             elif isinstance(item, LinkDown):
                 self.keeper.link_down()
 
+    async def announce_ready(self) -> None:
+        """READY=1 once AMI is live and the first round ran, or at the first failed connection
+        attempt, so that starting never hangs on a PBX that is down."""
+        waiters = [
+            asyncio.ensure_future(self.keeper.first_round.wait()),
+            asyncio.ensure_future(self.link.failed_once.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        self.notifier.ready(self._status())
+        log.info("daemon_ready", ami=self.link.state, in_sync=self.keeper.in_sync)
+
+    def _status(self) -> str:
+        queues, members = len(self.config.roster.queues), len(self.config.roster.responders)
+        if not self.link.up:
+            return f"AMI {self.link.state}, retrying; {queues} queues, {members} responders"
+        sync = "in sync" if self.keeper.in_sync else "not in sync"
+        return f"AMI live, membership {sync}; {queues} queues, {members} responders"
+
+    async def run_watchdog(self, reconcile: asyncio.Task[None], interval_s: float) -> None:
+        """WATCHDOG=1 while the loop runs (a blocked loop runs no task, this one included) and the
+        reconcile task is alive and not stuck in a round."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = self.keeper.round_started
+            stuck = started is not None and loop.time() - started > _ROUND_STUCK_AFTER_S
+            if reconcile.done() or stuck:
+                log.error("watchdog_withheld", reconcile_done=reconcile.done(), stuck=stuck)
+            else:
+                self.notifier.watchdog()
+                self.metrics.runtime.watchdog_notifications.inc()
+            await asyncio.sleep(interval_s)
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the configuration in a task of its own, one reload at a time."""
+        task = asyncio.ensure_future(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> bool:
+        """Re-read and validate the configuration. A valid one takes effect at the next round
+        on the same AMI session; an invalid one is refused with check-config's lines and the
+        running one stays. Restart-only settings that changed are named and left as they run."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            path = self.config.path
+            try:
+                new = await asyncio.to_thread(load_config, path)
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("config_reload_refused", problem=f"{path}: {problem}")
+                self.metrics.runtime.config_reloads.labels("refused").inc()
+                self.notifier.ready(f"reload refused, running the previous one; {self._status()}")
+                return False
+            waiting = restart_only_changes(self.config, new)
+            self.config = replace(self.config, roster=new.roster, reconcile=new.reconcile)
+            self.keeper.replace_roster(new.roster, new.reconcile.resync_interval_s)
+            self.metrics.runtime.config_reloads.labels("ok").inc()
+            log.info(
+                "config_reloaded",
+                queues=len(new.roster.queues),
+                responders=len(new.roster.responders),
+                shifts=len(new.roster.shifts),
+                restart_only_changed=waiting,
+            )
+            self.notifier.ready(self._status())
+            return True
+
     async def start(self) -> None:
         """Phase one: continue what was open when the daemon last stopped."""
         await self.restore()
@@ -277,10 +365,11 @@ class Daemon:
     async def serve(self, stop: asyncio.Event, started: asyncio.Future[Daemon] | None) -> None:
         """Phase two: every long-running task, until `stop` is set or one of them fails."""
         async with asyncio.TaskGroup() as tasks:
+            reconcile = tasks.create_task(self.keeper.run_rounds(), name="reconcile")
             running = [
+                reconcile,
                 tasks.create_task(self.link.run(), name="ami-link"),
                 tasks.create_task(self.consume(), name="event-consumer"),
-                tasks.create_task(self.keeper.run_rounds(), name="reconcile"),
                 tasks.create_task(self.keeper.run_timer(), name="shift-timer"),
                 tasks.create_task(self.watch_loop(), name="loop-lag"),
             ]
@@ -290,18 +379,26 @@ class Daemon:
                     tasks.create_task(self.ledger.run_ticks(), name="call-ticks"),
                     tasks.create_task(self.run_retention(), name="retention"),
                 ]
+            running.append(tasks.create_task(self.announce_ready(), name="ready"))
+            if self.notifier.watchdog_s is not None:
+                watchdog = self.run_watchdog(reconcile, self.notifier.watchdog_s / 2)
+                running.append(tasks.create_task(watchdog, name="watchdog"))
             if started is not None:
                 started.set_result(self)
             await stop.wait()
             log.info("daemon_stopping")
-            for task in running:
+            for task in [*running, *self._reloads]:
                 task.cancel()
 
     async def stop(self) -> None:
         """Phase three, whatever ended phase two: what is still in memory goes to Postgres
         within the configured budget or, failing that, to the spool."""
-        if self.store is not None and self.config.database is not None:
-            await self.store.close(self.config.database.flush_timeout_s)
+        self.notifier.stopping()
+        try:
+            if self.store is not None and self.config.database is not None:
+                await self.store.close(self.config.database.flush_timeout_s)
+        finally:
+            self.notifier.close()
 
 
 async def run(

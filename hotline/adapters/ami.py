@@ -183,6 +183,8 @@ class AmiLink:
         self._booted: asyncio.Future[float | None] | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         self._overflowed = False
+        # Set at the first failed connection attempt: starting must not wait on a PBX that is down.
+        self.failed_once = asyncio.Event()
 
     @property
     def up(self) -> bool:
@@ -320,6 +322,7 @@ class AmiLink:
             self._lost.set_result(reason)
 
     def _failed(self, kind: ConnectResult, message: str) -> bool:
+        self.failed_once.set()
         self.observer.connect_attempt(kind)
         self.last_error = message
         log.warning("ami_connect_failed", kind=kind, error=message)

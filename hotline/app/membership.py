@@ -91,6 +91,11 @@ class MembershipKeeper:
         self.in_sync = False
         self.last_problem = "no reconcile round yet"
         self.rounds = 0
+        # Set once the first round has read Asterisk (whatever its result): the daemon is ready.
+        self.first_round = asyncio.Event()
+        # When the round under way started (loop time): a round that never ends is a stuck task.
+        self.round_started: float | None = None
+        self._roster_changed = asyncio.Event()
         self._wake = asyncio.Event()
         self._triggers: set[Trigger] = set()
         # (queue, interface) of changes we made whose member event has not arrived yet.
@@ -102,6 +107,15 @@ class MembershipKeeper:
         if self.in_sync or not self.link.up:
             return []
         return [f"membership not in sync: {self.last_problem}"]
+
+    def replace_roster(self, rost: roster.Roster, resync_interval_s: float) -> None:
+        """Take a new roster (a reloaded configuration) at the next round, on the same link."""
+        self.roster = rost
+        self._shifts_only = dataclasses.replace(rost, exceptions=())
+        self.owned = frozenset(rost.responders)
+        self.resync_interval_s = resync_interval_s
+        self._roster_changed.set()
+        self.wake("config")
 
     def wake(self, trigger: Trigger) -> None:
         self._triggers.add(trigger)
@@ -142,7 +156,12 @@ class MembershipKeeper:
             if not self.link.up:
                 self.observer.round_done("skipped", 0.0, synced=False)
                 continue
-            ok, changed = await self.round(triggers)
+            self.round_started = started
+            try:
+                ok, changed = await self.round(triggers)
+            finally:
+                self.round_started = None
+            self.first_round.set()
             self.observer.round_done(
                 "ok" if ok else "failed", loop.time() - started, synced=self.in_sync
             )
@@ -154,12 +173,24 @@ class MembershipKeeper:
                 self.wake("verify")
 
     async def run_timer(self) -> None:
-        """Wake a round at every shift or exception boundary of the roster."""
+        """Wake a round at every shift or exception boundary of the roster (a new roster's
+        boundaries from the moment it is taken)."""
         while True:
             now = self.clock.now()
             boundary = roster.next_change(self.roster, now)
-            await self.clock.sleep_until(boundary or now + timedelta(days=1))
-            if boundary is not None and self.clock.now() >= boundary:
+            self._roster_changed.clear()
+            sleeping = asyncio.ensure_future(
+                self.clock.sleep_until(boundary or now + timedelta(days=1))
+            )
+            replaced = asyncio.ensure_future(self._roster_changed.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {sleeping, replaced}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                sleeping.cancel()
+                replaced.cancel()
+            if sleeping in done and boundary is not None and self.clock.now() >= boundary:
                 self.wake("shift")
 
     async def round(self, triggers: set[Trigger]) -> tuple[bool, bool]:

@@ -16,11 +16,13 @@ from typing import Literal
 from hotline.core.roster import Desired
 
 # Why a reconcile round runs: a shift or exception boundary, AMI (re)login, a member change hotline
-# did not make, a call ending for a member due to leave, Asterisk's Reload event, events lost to an
-# overflowing inbox, the periodic resync, a retry after a failed round, a read-back after a change.
+# did not make, a call ending for a member due to leave, Asterisk's Reload event, a new hotline
+# configuration, events lost to an overflowing inbox, the periodic resync, a retry after a failed
+# round, a read-back after a change.
 Trigger = Literal[
-    "shift", "connect", "drift", "call_ended", "reload", "overflow", "periodic", "retry", "verify"
-]
+    "shift", "connect", "drift", "call_ended", "reload", "config", "overflow", "periodic",
+    "retry", "verify",
+]  # fmt: skip
 # How a round ended: state read and every action applied, something failed, or no AMI link.
 RoundResult = Literal["ok", "failed", "skipped"]
 

@@ -3,11 +3,14 @@ event inbox, and when Asterisk last started. The daemon sets these directly."""
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
     PROCESS_COLLECTOR,
     CollectorRegistry,
+    Counter,
     Gauge,
     Histogram,
     Info,
@@ -15,6 +18,9 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 
 from hotline import __version__
+
+# How a configuration reload ended.
+ReloadResult = Literal["ok", "refused"]
 
 
 class RuntimeMetrics:
@@ -33,6 +39,19 @@ class RuntimeMetrics:
             "hotline_event_loop_lag_seconds",
             "Overshoot of a periodic 0.5 s sleep: a blocked loop risks AMI writetimeout drops",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "hotline_config_reloads",
+            "Configuration reloads (SIGHUP) by result: ok, or refused (the running one stays)",
+            ["result"],
+            registry=r,
+        )
+        for result in get_args(ReloadResult):
+            self.config_reloads.labels(result)
+        self.watchdog_notifications = Counter(
+            "hotline_watchdog_notifications",
+            "WATCHDOG=1 pings sent to systemd: only while the loop and the reconcile task are well",
             registry=r,
         )
         self.asterisk_start = Gauge(
