@@ -330,7 +330,11 @@ def _parser() -> _Parser:
         "run the daemon",
         "Run the control plane: keep the Asterisk queues in line with the roster, record\n"
         "calls and serve /healthz, /readyz and /metrics, until SIGTERM or SIGINT stops it\n"
-        "(records still in memory are flushed to Postgres or the spool first). The\n"
-        "configuration is read once, at start: a change takes a restart.",
+        "(records still in memory are flushed to Postgres or the spool first). SIGHUP\n"
+        "re-reads the configuration: a valid roster takes effect at the next round on the\n"
+        "same AMI session, an invalid one is refused and logged; settings that only a\n"
+        "restart changes (ami, http, database, privacy, calls, the set of queues and their\n"
+        "service levels) are named in the log. Under systemd it reports readiness and\n"
+        "watchdog pings through $NOTIFY_SOCKET.",
     )
     return parser
