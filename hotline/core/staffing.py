@@ -1,5 +1,6 @@
 """Erlang C (M/M/n) staffing arithmetic: probability of waiting, service level, speed of answer,
-and the responders a queue needs for a service-level target (docs/metrics-kpis-ops.md section 7).
+and the responders a queue needs for a service-level target
+(docs/metrics.md, "Staffing: Erlang C").
 Pure and cheap enough to run at every scrape: the staffing search is one O(n) pass."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hotline.core.staffing import Staffing, asa, p_wait, required, service_level
 
-# docs/metrics-kpis-ops.md section 7.3: 100 calls per 30 min, 180 s handle time, 20 s / 80 %.
+# docs/metrics.md, "Reference example": 100 calls per 30 min, 180 s handle time, 20 s / 80 %.
 REF_RATE = 100 / 1800
 REF_AHT = 180.0
 REF_T = 20.0
