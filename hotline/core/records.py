@@ -120,6 +120,11 @@ WriteOp = Literal[Table, "purge"]
 # How a write failed: the connection broke, it timed out, Postgres refused the data, or anything
 # else (a bug or a database set up wrongly).
 WriteErrorKind = Literal["connection", "timeout", "constraint", "other"]
-# Why records were lost: the spool had no room, or they were unusable (a caller event without
-# Queue or Uniqueid, a torn spool line, a record the dead-letter file had no room for).
-DropReason = Literal["spool_full", "invalid"]
+# Why records were lost: the spool had no room (spool_full), the disk under it had none (disk_full:
+# ENOSPC, or any failed write, once memory could hold no more), or they were unusable (a caller
+# event without Queue or Uniqueid, a record the dead-letter file had no room for).
+DropReason = Literal["spool_full", "disk_full", "invalid"]
+# Why the store set a record aside in its dead letters rather than write it: Postgres refused it
+# (constraint), it could not be turned into a row or a spool line (encode), or a spool line was
+# JSON but not a record (decode) or not a JSON object at all (unreadable: torn by a crash, damaged).
+DeadLetterReason = Literal["constraint", "encode", "decode", "unreadable"]

@@ -26,7 +26,7 @@ from hotline.adapters.store.migrations import (
     migrate,
     migrations,
 )
-from hotline.adapters.store.spool import DEAD_LETTERS, Spool
+from hotline.adapters.store.spool import Spool
 from hotline.adapters.store.writer import Store
 from hotline.core.records import (
     AttemptOutcome,
@@ -122,6 +122,7 @@ class RecordingObserver:
     errors: Counter[str] = field(default_factory=Counter)
     dups: Counter[str] = field(default_factory=Counter)
     drops: Counter[str] = field(default_factory=Counter)
+    dead: Counter[tuple[str, str]] = field(default_factory=Counter)  # (table, reason)
     last_backlog: tuple[int, int, float, int] = (0, 0, 0.0, 0)
 
     def db_up(self, up: bool) -> None:
@@ -141,6 +142,9 @@ class RecordingObserver:
 
     def dropped(self, reason: str, n: int) -> None:
         self.drops[reason] += n
+
+    def dead_lettered(self, table: str, reason: str, n: int) -> None:
+        self.dead[table, reason] += n
 
 
 @contextlib.asynccontextmanager
@@ -469,8 +473,10 @@ async def test_a_refused_record_goes_to_the_dead_letters_and_the_rest_of_its_bat
         "1767582000.3",
     ]
     assert rig.seen.errors == Counter({"constraint": 1})
-    letters = [json.loads(line) for line in (tmp_path / DEAD_LETTERS).read_text().splitlines()]
+    assert rig.seen.dead == Counter({("calls", "constraint"): 1})
+    letters = rig.spool.dead_letters.read()
     assert [from_json(letter["record"]) for letter in letters] == [replace(call(2), rank=9)]
+    assert (letters[0]["reason"], letters[0]["table"]) == ("constraint", "calls")
     assert "calls_rank_check" in letters[0]["error"]
     assert rig.spool.count == 0
 
@@ -615,7 +621,7 @@ def test_the_spool_refuses_an_append_that_would_exceed_its_bound(tmp_path: Path)
     assert spool.append([{"n": "x" * 40}])
     assert not spool.append([{"n": "y" * 40}, {"n": "z"}])
     assert spool.count == 1
-    assert spool.append_fitting([{"n": "z"}, {"n": "y" * 80}, {"n": "w"}]) == 1
+    assert spool.append_fitting([{"n": "z"}, {"n": "y" * 80}, {"n": "w"}]).written == 1
     assert [spool.read(s).items for s in spool.segments()] == [[{"n": "x" * 40}, {"n": "z"}]]
 
 
@@ -631,7 +637,7 @@ def test_the_spool_gives_back_segments_oldest_first_across_a_restart(tmp_path: P
     assert second.count == 20
 
 
-async def test_a_torn_spool_line_is_skipped_counted_and_the_rest_replayed(
+async def test_a_torn_spool_line_is_set_aside_counted_and_the_rest_replayed(
     migrated: Db, tmp_path: Path
 ) -> None:
     before_crash = Spool(tmp_path, 1_000_000)
@@ -653,7 +659,11 @@ async def test_a_torn_spool_line_is_skipped_counted_and_the_rest_replayed(
     async with running(rig.store):
         await wait_until(lambda: rig.spool.count == 0, 10, "the spool replayed")
     assert await migrated.query("SELECT count(*) FROM hotline.calls") == ["4"]
-    assert rig.seen.drops == Counter({"invalid": 1})
+    assert rig.seen.dead == Counter({("unknown", "unreadable"): 1})
+    assert not rig.seen.drops
+    (letter,) = rig.spool.dead_letters.read()
+    assert (letter["reason"], letter["line"]) == ("unreadable", torn.decode())
+    assert rig.spool.segments() == []
 
 
 # -- retention ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The Postgres store: up, write latency, failed writes, rows written and replays not applied, the
-backlog in memory and in the spool, and records it had to drop. StoreMetrics is the observer
+backlog in memory and in the spool, records it set aside in its dead letters, and records it had
+to drop. StoreMetrics is the observer
 `hotline.adapters.store.writer.Store` reports to."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from hotline.core.records import Table, WriteErrorKind
+from hotline.core.records import DeadLetterReason, Table, WriteErrorKind
 
 _TABLES: frozenset[str] = frozenset(get_args(Table))
 
@@ -49,6 +50,15 @@ class StoreMetrics:
             "hotline_db_backlog_age_seconds", "Age of the oldest unwritten record", registry=r
         )
         self.spool_bytes = Gauge("hotline_spool_bytes", "On-disk spool size", registry=r)
+        self.dead_lettered_records = Counter(
+            "hotline_records_dead_lettered",
+            "Records set aside in the dead letters instead of written, by table and reason",
+            ["table", "reason"],
+            registry=r,
+        )
+        for table in (*get_args(Table), "unknown"):
+            for reason in get_args(DeadLetterReason):
+                self.dead_lettered_records.labels(table, reason)
 
     def db_up(self, up: bool) -> None:
         self.up.set(1 if up else 0)
@@ -73,3 +83,6 @@ class StoreMetrics:
 
     def dropped(self, reason: str, n: int) -> None:
         self._dropped.labels(reason).inc(n)
+
+    def dead_lettered(self, table: str, reason: str, n: int) -> None:
+        self.dead_lettered_records.labels(table, reason).inc(n)

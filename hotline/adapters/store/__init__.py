@@ -1,7 +1,8 @@
 """Postgres adapter, the only importer of asyncpg: the call records, member sessions and pauses
 written by one batched writer task (writer.py), the on-disk spool that holds them while Postgres is
-away (spool.py), their JSON and row forms (codec.py) and tables (tables.py), the schema's
-migrations (migrations.py), retention (retention.py) and the failure classes (errors.py).
+away (spool.py), the dead letters that keep the records that cannot be stored (deadletters.py),
+their JSON and row forms (codec.py) and tables (tables.py), the schema's migrations
+(migrations.py), retention (retention.py) and the failure classes (errors.py).
 
 The composition root uses what is re-exported here."""
 

@@ -4,7 +4,9 @@ new field needs no code here, only a column in a migration.
 
 JSON: one object per record, a "kind" discriminator first, then the fields in declaration order;
 times as ISO strings, enums as their values, ring attempts as a list of objects. Reading back
-takes a missing field's default, so a record spooled before a field was added still reads.
+takes a missing field's default, so a record spooled before a field was added still reads, and
+checks every value's type: what comes back from disk is a record the writer can use, or a
+CodecError that names the field, never its value (values are pseudonymous personal data).
 
 Rows: the columns are the field names, in declaration order, with the Postgres type of each
 field's type; ring attempts are one jsonb column. Integers travel as bigint, which Postgres casts
@@ -59,17 +61,47 @@ class _Converter:
     from_row: Convert = _same
 
 
+class CodecError(ValueError):
+    """A JSON item that is not a record, or a record that cannot be encoded. The message names the
+    record type and field and says what is wrong, without the value."""
+
+
+def _typed(*allowed: type) -> Convert:
+    """A check that a value read from JSON has one of the `allowed` types (a bool is not an int)."""
+    names = " or ".join(t.__name__ for t in allowed)
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise CodecError(f"expected {names}, got {type(value).__name__}")
+        return value
+
+    return check
+
+
 def _time(text: Any) -> datetime:
     if not isinstance(text, str):
-        raise ValueError(f"expected an ISO time, got {text!r}")
-    return datetime.fromisoformat(text)
+        raise CodecError(f"expected an ISO time, got {type(text).__name__}")
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise CodecError("not an ISO time") from None
 
 
 def _member_of(allowed: tuple[Any, ...]) -> Convert:
     def check(value: Any) -> Any:
         if value not in allowed:
-            raise ValueError(f"{value!r} is not one of {allowed}")
+            raise CodecError(f"not one of {allowed}")
         return value
+
+    return check
+
+
+def _enum(cls: type[enum.Enum]) -> Convert:
+    def check(value: Any) -> Any:
+        try:
+            return cls(value)
+        except ValueError:
+            raise CodecError(f"not a {cls.__name__}") from None
 
     return check
 
@@ -90,10 +122,10 @@ def _optional(inner: _Converter) -> _Converter:
 
 
 _SCALARS: Final[dict[type, _Converter]] = {
-    str: _Converter("text"),
-    bool: _Converter("boolean"),
-    int: _Converter("bigint"),
-    float: _Converter("double precision"),
+    str: _Converter("text", from_json=_typed(str)),
+    bool: _Converter("boolean", from_json=_typed(bool)),
+    int: _Converter("bigint", from_json=_typed(int)),
+    float: _Converter("double precision", from_json=_typed(float, int)),
     datetime: _Converter("timestamptz", to_json=datetime.isoformat, from_json=_time),
 }
 
@@ -120,13 +152,18 @@ def _converter(hint: Any, where: str) -> _Converter:
         return _Converter(
             "text",
             to_json=attrgetter("value"),
-            from_json=hint,
+            from_json=_enum(hint),
             to_row=attrgetter("value"),
             from_row=hint,
         )
     if hint in _SCALARS:
         return _SCALARS[hint]
     raise TypeError(f"{where}: no conversion for {hint!r}; add one to {__name__}")
+
+
+def _what(exc: BaseException) -> str:
+    """A converter's failure without the value: ours say what is wrong, others only their type."""
+    return str(exc) if isinstance(exc, CodecError) else f"invalid value ({type(exc).__name__})"
 
 
 def _required(field: Field[Any]) -> bool:
@@ -165,17 +202,50 @@ class _Shape:
             item[name] = convert(item[name])
         return item
 
-    def decode(self, item: Mapping[str, Any]) -> Any:
-        """KeyError for a missing field without a default."""
+    def decode(self, item: Any) -> Any:
+        """CodecError for what is not an object of this shape: a missing field without a default,
+        or a value of the wrong type."""
+        where = self.cls.__name__
+        if not isinstance(item, Mapping):
+            raise CodecError(f"{where}: expected an object, got {type(item).__name__}")
         values: dict[str, Any] = {}
         for field, convert in zip(self.fields, self.converters, strict=True):
             if field.name in item:
-                values[field.name] = convert.from_json(item[field.name])
+                try:
+                    values[field.name] = convert.from_json(item[field.name])
+                except Exception as exc:  # any converter's failure, told by field
+                    raise CodecError(f"{where}.{field.name}: {_what(exc)}") from None
             elif _required(field):
-                raise KeyError(field.name)
+                raise CodecError(f"{where}.{field.name}: missing")
             else:
                 values[field.name] = _default(field)
         return self.cls(**values)
+
+    def problem(self, obj: Any) -> str:
+        """What keeps `obj` from being written: its first field whose value would not come back
+        from JSON as the field's type; "" if none."""
+        where = type(obj).__name__
+        for name, convert, value in zip(self.names, self.converters, self.values(obj), strict=True):
+            try:
+                encoded = convert.to_json(value)
+                json.dumps(encoded, allow_nan=False)
+                convert.from_json(encoded)
+            except Exception as exc:  # any failure, told by field
+                return f"{where}.{name}: {_what(exc)}"
+        return ""
+
+    def loose(self, obj: Any) -> dict[str, Any]:
+        """JSON for an object that may not encode: each field as to_json would write it, or the
+        text of its value where it cannot be."""
+        item: dict[str, Any] = {}
+        for name, convert, value in zip(self.names, self.converters, self.values(obj), strict=True):
+            try:
+                encoded = convert.to_json(value)
+                json.dumps(encoded, allow_nan=False)
+            except Exception:  # kept as text rather than lost
+                encoded = repr(value)
+            item[name] = encoded
+        return item
 
 
 class _Nested(_Shape):
@@ -186,7 +256,7 @@ class _Nested(_Shape):
 
     def decode_all(self, items: Any) -> tuple[Any, ...]:
         if not isinstance(items, list):
-            raise ValueError(f"expected a list, got {type(items).__name__}")
+            raise CodecError(f"expected a list, got {type(items).__name__}")
         return tuple(self.decode(item) for item in items)
 
 
@@ -221,18 +291,48 @@ _BY_KIND: Final = {shape.kind: shape for shape in _SHAPES.values()}
 
 
 def to_json(record: Record) -> dict[str, Any]:
-    """A JSON-safe dict with a "kind" discriminator."""
+    """A dict with a "kind" discriminator, JSON-safe when the record's values have their fields'
+    types (and its floats are finite)."""
     shape = _SHAPES[type(record)]
     return {"kind": shape.kind, **shape.encode(record)}
 
 
-def from_json(item: dict[str, Any]) -> Record:
-    """The inverse of to_json; ValueError, KeyError or TypeError if `item` is not a record."""
-    shape = _BY_KIND.get(item["kind"])
+def from_json(item: Any) -> Record:
+    """The inverse of to_json; CodecError (a ValueError) if `item` is not a record."""
+    shape = _shape_of(item)
     if shape is None:
-        raise ValueError(f"unknown record kind {item['kind']!r}")
+        raise CodecError("not a record: no known kind")
     record: Record = shape.decode(item)
     return record
+
+
+def kind_of(item: Any) -> type[Record] | None:
+    """The record type a JSON item says it is, if it names a known kind."""
+    shape = _shape_of(item)
+    return None if shape is None else shape.cls
+
+
+def _shape_of(item: Any) -> _RecordShape | None:
+    kind = item.get("kind") if isinstance(item, dict) else None
+    return _BY_KIND.get(kind) if isinstance(kind, str) else None
+
+
+def problem(record: Any) -> str:
+    """Why a record cannot be encoded or written, naming the field, never the value; "" when no
+    field is at fault."""
+    shape = _SHAPES.get(type(record))
+    if shape is None:
+        return f"not a record: {type(record).__name__}"
+    return shape.problem(record)
+
+
+def loose_json(record: Any) -> dict[str, Any]:
+    """to_json for a record that may not encode (a dead letter): the fields that do, as to_json
+    writes them, the others as the text of their values."""
+    shape = _SHAPES.get(type(record))
+    if shape is None:
+        return {"kind": None, "text": repr(record)}
+    return {"kind": shape.kind, **shape.loose(record)}
 
 
 def columns(cls: type[Record]) -> tuple[tuple[str, str], ...]:

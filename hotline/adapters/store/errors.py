@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import asyncpg
@@ -17,6 +18,10 @@ CONSTRAINT_ERRORS = (
     asyncpg.DataError,  # 22: out of range, invalid text representation
     _base.DataError,  # a value asyncpg cannot encode for its column
 )
+# 54000 alone of class 54: a value too big for its index ("index row requires N bytes"). Its
+# subclasses (54001 statement too complex, 54011 too many columns, 54023 too many arguments) are
+# the statement's, not a row's.
+_TOO_BIG_FOR_AN_INDEX = "54000"
 _TIMEOUT_ERRORS = (TimeoutError, asyncpg.QueryCanceledError)  # client and server-side timeouts
 CONNECTION_ERRORS = (
     OSError,  # refused, reset, unreachable
@@ -39,6 +44,11 @@ def classify(exc: BaseException) -> WriteErrorKind:
     QueryCanceledError an OperatorInterventionError."""
     if isinstance(exc, CONSTRAINT_ERRORS):
         return "constraint"
+    if (
+        isinstance(exc, asyncpg.ProgramLimitExceededError)
+        and getattr(exc, "sqlstate", None) == _TOO_BIG_FOR_AN_INDEX
+    ):
+        return "constraint"
     if isinstance(exc, _TIMEOUT_ERRORS):
         return "timeout"
     if isinstance(exc, CONNECTION_ERRORS):
@@ -58,11 +68,25 @@ def outage_as_unavailable() -> Iterator[None]:
         raise StoreUnavailable(describe(exc)) from exc
 
 
-def describe(exc: BaseException) -> str:
-    """The error without its DETAIL, which repeats the row's values (a caller key among them)."""
+# `invalid input syntax for type integer: "abc"`, `invalid input for query argument $3: ['x', ...]
+# (...)` (asyncpg's own, quoting the whole column of the batch): the message, then the value.
+_QUOTED_VALUE = re.compile(r"^(?P<message>.*?): [\"'\[(].*$")
+_ARGUMENT = re.compile(r"query argument \$(\d+)$")
+
+
+def describe(exc: BaseException, columns: Sequence[str] = ()) -> str:
+    """The error without the row's values (a caller key among them): without Postgres's DETAIL,
+    which repeats them, and without a value its first line quotes. `columns`, in the order of the
+    statement's arguments, name the column of an argument asyncpg could not encode."""
     sqlstate = getattr(exc, "sqlstate", None)
     constraint = getattr(exc, "constraint_name", None)
-    text = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    if quoted := _QUOTED_VALUE.match(first):
+        first = quoted["message"]
+        argument = _ARGUMENT.search(first)
+        if argument and 0 < int(argument[1]) <= len(columns):
+            first += f" ({columns[int(argument[1]) - 1]})"
+    text = f"{type(exc).__name__}: {first}"
     if sqlstate:
         text += f" (sqlstate {sqlstate}"
         text += f", constraint {constraint})" if constraint else ")"

@@ -1,13 +1,22 @@
 """Retention: calls that ended, and sessions and pauses that closed, more than N days ago are
-deleted, daily by the store and once by `hotline purge` (docs/data-model.md, "Retention")."""
+deleted, daily by the store and once by `hotline purge`, and so are the dead letters set aside
+more than N days ago (docs/data-model.md, "Retention")."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
 import asyncpg
+import structlog
 from asyncpg.pool import PoolConnectionProxy
 
+from hotline.adapters.store.deadletters import prune_dead_letters
 from hotline.adapters.store.errors import outage_as_unavailable
 from hotline.adapters.store.migrations import check_schema
+
+log = structlog.get_logger(__name__)
 
 # A call never closed (hotline was away when it ended) goes N days after it entered: retention is
 # a privacy promise.
@@ -32,9 +41,16 @@ async def delete_older(conn: asyncpg.Connection | PoolConnectionProxy, older_tha
     return deleted
 
 
-async def purge(dsn: str, older_than_days: int) -> int:
+async def purge(dsn: str, older_than_days: int, spool_dir: Path | None = None) -> int:
     """`hotline purge`: the daemon's daily retention, run once by hand; returns rows deleted.
-    Raises StoreUnavailable when Postgres cannot be reached, SchemaError for an unknown schema."""
+    With `spool_dir`, the dead letters past retention there go first, whether Postgres answers or
+    not. Raises StoreUnavailable when Postgres cannot be reached, SchemaError for an unknown
+    schema."""
+    if spool_dir is not None:
+        now = datetime.now(UTC)
+        pruned = await asyncio.to_thread(prune_dead_letters, spool_dir, older_than_days, now)
+        if pruned.files:
+            log.info("dead_letters_purged", files=pruned.files, records=pruned.records)
     with outage_as_unavailable():
         conn = await asyncpg.connect(dsn, timeout=10)
         try:

@@ -1,8 +1,10 @@
 """The writer task: records submitted by the ledger are upserted into Postgres in batches, one
 transaction each. While Postgres is away or slow they go to the on-disk spool and are replayed in
 order when it is back: at least once from AMI to Postgres, exactly-once effect through
-forward-only upserts (docs/data-model.md, "Durability"). Also the daily retention, and the open
-records read back after a restart.
+forward-only upserts (docs/data-model.md, "Durability"). A record that cannot be stored (Postgres
+refuses it, or it cannot be encoded or read back) is isolated, set aside in the dead letters and
+counted, and never holds up the records after it. Also the daily retention, of the rows and of the
+dead letters, and the open records read back after a restart.
 """
 
 from __future__ import annotations
@@ -13,26 +15,31 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
 
-from hotline.adapters.store.codec import from_json, from_row, to_json, to_row
-from hotline.adapters.store.errors import (
-    CONNECTION_ERRORS,
-    CONSTRAINT_ERRORS,
-    StoreUnavailable,
-    classify,
-    describe,
+from hotline.adapters.store.codec import (
+    CodecError,
+    from_json,
+    from_row,
+    kind_of,
+    loose_json,
+    problem,
+    to_json,
+    to_row,
 )
+from hotline.adapters.store.errors import CONNECTION_ERRORS, StoreUnavailable, classify, describe
 from hotline.adapters.store.migrations import SchemaError, check_schema
 from hotline.adapters.store.retention import delete_older
-from hotline.adapters.store.spool import Segment, Spool
+from hotline.adapters.store.spool import Segment, Spool, Unreadable, encode
 from hotline.adapters.store.tables import CALLS, PAUSES, SESSIONS, TABLES, Table, table_of
+from hotline.core.health import NotReady
 from hotline.core.records import (
     CallRecord,
+    DeadLetterReason,
     DropReason,
     MemberSession,
     PauseInterval,
@@ -48,6 +55,12 @@ log = structlog.get_logger(__name__)
 # (docs/data-model.md, "Shedding: presence first").
 _PRESENCE_SHARE: Final = 0.9
 _REMIND_EVERY_S: Final = 60.0
+# While the disk under the spool refuses writes (full), records stay in memory up to this many,
+# the oldest beyond it dropped (docs/data-model.md, "A full disk").
+HELD_MAX: Final = 50_000
+
+# The table of a dead letter; "unknown" for a spool line that does not say which record it is.
+LetterTable = Literal[TableName, "unknown"]
 
 
 class StoreObserver(Protocol):
@@ -65,31 +78,81 @@ class StoreObserver(Protocol):
 
     def dropped(self, reason: DropReason, n: int) -> None: ...
 
+    def dead_lettered(self, table: LetterTable, reason: DeadLetterReason, n: int) -> None: ...
+
+
+class _Row(NamedTuple):
+    """A record ready for its table: its key, its place in the forward-only order, its values."""
+
+    record: Record
+    table: Table
+    key: tuple[Any, ...]
+    order: tuple[Any, ...]
+    values: tuple[Any, ...]
+
+
+class _Letter(NamedTuple):
+    """A dead letter before it is stamped: why, and what (`body`: the record, the spooled item
+    or the line, under its own name)."""
+
+    table: LetterTable
+    reason: DeadLetterReason
+    error: str  # what is wrong, never a value
+    body: dict[str, Any]
+
+
+_OF_TYPE: Final[dict[type, LetterTable]] = {t.record: t.name for t in TABLES}
+
+
+def _prepare(records: Sequence[Record]) -> tuple[list[_Row], list[_Letter]]:
+    """Each record as a row, or, if it cannot be one (a value of the wrong type, a key that cannot
+    be hashed or an order that cannot be compared), as a dead letter: one bad record never fails
+    the others' batch."""
+    rows: list[_Row] = []
+    letters: list[_Letter] = []
+    for record in records:
+        try:
+            table = table_of(record)
+            key = table.key_of(record)
+            hash(key)
+            order = table.order_of(record)
+            if not all(type(value) is int for value in order):
+                raise TypeError("the forward-only order is not made of integers")
+            rows.append(_Row(record, table, key, order, to_row(record)))
+        except Exception as exc:  # a codec's or a field's failure: this record's alone
+            letters.append(_unencodable(record, exc))
+    return rows, letters
+
+
+def _unencodable(record: Record, exc: BaseException) -> _Letter:
+    error = problem(record) or f"cannot be encoded ({type(exc).__name__})"
+    return _Letter(
+        _OF_TYPE.get(type(record), "unknown"), "encode", error, {"record": loose_json(record)}
+    )
+
 
 def _collapse(
-    records: Sequence[Record],
-) -> tuple[list[Record], Counter[TableName], dict[tuple[Any, ...], int]]:
+    rows: Sequence[_Row],
+) -> tuple[list[_Row], Counter[TableName], dict[tuple[Any, ...], int]]:
     """Keep, per key, the record the row would end with if the batch were applied one by one
-    (one statement cannot update a row twice). Returns the kept records, per table the records
+    (one statement cannot update a row twice). Returns the kept rows, per table the records
     that could not have moved their row forward (duplicates, like those ON CONFLICT skips), and
     per key how many lower records a kept one superseded: if the kept one turns out not to be
     newer than the stored row, neither were they."""
     index: dict[tuple[Any, ...], int] = {}
-    kept: list[Record] = []
+    kept: list[_Row] = []
     duplicates: Counter[TableName] = Counter()
     superseded: dict[tuple[Any, ...], int] = {}
-    for record in records:
-        table = table_of(record)
-        key = table.key_of(record)
-        i = index.get(key)
+    for row in rows:
+        i = index.get(row.key)
         if i is None:
-            index[key] = len(kept)
-            kept.append(record)
-        elif table.order_of(record) > table.order_of(kept[i]):
-            kept[i] = record
-            superseded[key] = superseded.get(key, 0) + 1
+            index[row.key] = len(kept)
+            kept.append(row)
+        elif row.order > kept[i].order:
+            kept[i] = row
+            superseded[row.key] = superseded.get(row.key, 0) + 1
         else:
-            duplicates[key[0]] += 1
+            duplicates[row.table.name] += 1
     return kept, duplicates, superseded
 
 
@@ -105,9 +168,14 @@ class _Entry(NamedTuple):
     record: Record
 
 
-class _Refused(NamedTuple):
-    record: Record
-    error: BaseException
+class _Spilled(NamedTuple):
+    """Where the records offered to the spool went, by their index in the offer."""
+
+    spooled: int
+    no_room: list[int]  # past the spool's bound: dropped (spool_full)
+    held: list[int]  # the disk refused them: kept in memory for now
+    bad: list[tuple[int, BaseException]]  # cannot be a spool line: dead letters
+    error: OSError | None  # the disk's
 
 
 class Store:
@@ -126,6 +194,7 @@ class Store:
         retry_s: float = 1.0,
         ping_interval_s: float = 5.0,
         timeout_s: float = 5.0,
+        held_max: int = HELD_MAX,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._dsn = dsn
@@ -141,6 +210,7 @@ class Store:
         # an unbounded one is how pools hang (aiopg #20, momoko #147); a slow Postgres then counts
         # as down and records spool.
         self._timeout_s = timeout_s
+        self._held_max = held_max
         self._clock = clock  # wall clock, epoch seconds: the spool's ages survive restarts
         self._buffer: deque[_Entry] = deque()
         self._wake = asyncio.Event()
@@ -158,8 +228,16 @@ class Store:
         self._write_problem = ""
         self._spool_full = False
         self._dropped = 0
+        # Why the spool's disk refused the last spill (ENOSPC...), while it does; the records it
+        # refused are held in memory, and no spill is tried again before _spill_after (monotonic).
+        self._disk_problem = ""
+        self._disk_dropped = 0
+        self._spill_after = 0.0
+        self._next_disk_reminder = 0.0
         self._closed = False
-        self._skips_reported: set[Segment] = set()
+        # How many lines of a segment are done (written or set aside) while a replay of it is
+        # interrupted, so that resuming it never sets a record aside twice.
+        self._replayed: dict[Segment, int] = {}
 
     # -- the producer side: never blocks, never raises -------------------------------------
 
@@ -173,7 +251,8 @@ class Store:
         return self._up
 
     def status(self) -> str:
-        """One line for /readyz, "" when Postgres is up and nothing is waiting on disk."""
+        """One line of detail, "" when Postgres is up and nothing is waiting on disk; /readyz
+        gives `readiness` instead."""
         parts: list[str] = []
         if self._schema_problem or self._write_problem:
             parts.append(self._schema_problem or self._write_problem)
@@ -188,11 +267,32 @@ class Store:
             parts.append("replaying the spool")
         if self._spool.count:
             parts.append(f"{self._spool.count} records spooled ({_size(self._spool.size_bytes)})")
+        if self._disk_problem:
+            parts.append(
+                f"{self._disk_problem}: {len(self._buffer)} records held in memory,"
+                f" {self._disk_dropped} dropped"
+            )
         if self._spool_full:
             parts.append(
                 f"spool full ({_size(self._spool.max_bytes)}): {self._dropped} records dropped"
             )
         return "; ".join(parts)
+
+    def readiness(self) -> list[NotReady]:
+        """`status` for /readyz, which anyone who reaches the port may read: fixed reasons only;
+        the errors behind them are in the log (db_connect_failed, db_write_failed...)."""
+        reasons: list[NotReady] = []
+        if self._schema_problem:
+            reasons.append(NotReady.POSTGRES_SCHEMA_UNKNOWN)
+        elif self._write_problem:
+            reasons.append(NotReady.POSTGRES_REFUSES_WRITES)
+        elif not self._up:
+            reasons.append(NotReady.POSTGRES_UNREACHABLE)
+        if self._spool.count:
+            reasons.append(NotReady.SPOOL_BACKLOG)
+        if self._spool_full or self._disk_problem:
+            reasons.append(NotReady.SPOOL_FULL)
+        return reasons
 
     # -- the writer task ---------------------------------------------------------------------
 
@@ -214,14 +314,18 @@ class Store:
             deadlines: list[float] = []
             if self._pool is None:
                 deadlines.append(self._next_attempt)
+                if self._buffer:  # to the spool at the flush cadence, if its disk takes them
+                    deadlines.append(
+                        max(self._buffer[0].at + self._flush_interval_s, self._spill_after)
+                    )
             elif self._spool.segments():
                 return  # Postgres is back: replay first
             else:
                 deadlines.append(self._last_write + self._ping_interval_s)
-            if len(self._buffer) >= self._batch_max:
-                return
-            if self._buffer:
-                deadlines.append(self._buffer[0].at + self._flush_interval_s)
+                if len(self._buffer) >= self._batch_max:
+                    return
+                if self._buffer:
+                    deadlines.append(self._buffer[0].at + self._flush_interval_s)
             deadline = min(deadlines)
             if now >= deadline:
                 return
@@ -236,7 +340,8 @@ class Store:
             await self._connect()
         if self._pool is None:
             # Down: memory goes to disk at the flush cadence, so a crash loses little.
-            await self._spill(len(self._buffer))
+            if time.monotonic() >= self._spill_after:
+                await self._spill(len(self._buffer))
             return
         if self._spool.segments():
             await self._replay()
@@ -356,151 +461,236 @@ class Store:
             return
         for _ in range(n):
             self._buffer.popleft()
+        if not self._buffer:  # nothing the spool's disk refused is waiting any more
+            self._disk_problem, self._spill_after = "", 0.0
 
     async def _replay(self) -> None:
-        """Write the spool to Postgres oldest segment first, removing each segment once written."""
+        """Write the spool to Postgres oldest segment first, in batches, removing each segment once
+        done. A line that is not a record, like a record Postgres refuses, is set aside in the dead
+        letters and the lines after it go on. An outage stops the replay; it resumes at the batch
+        it stopped in."""
         for segment in self._spool.segments():
-            content = await asyncio.to_thread(self._spool.read, segment)
-            if content.skipped and segment not in self._skips_reported:
-                self._skips_reported.add(segment)
-                log.error("spool_lines_skipped", segment=segment.path.name, lines=content.skipped)
-                self._observer.dropped("invalid", content.skipped)
-            records: list[Record] = []
-            invalid: list[dict[str, Any]] = []
-            for item in content.items:
+            lines = (await asyncio.to_thread(self._spool.read, segment)).lines
+            done = self._replayed.get(segment, 0)
+            while done < len(lines):
+                batch = lines[done : done + self._batch_max]
+                records, letters = _decode(batch)
                 try:
-                    records.append(from_json(item))
-                except (ValueError, KeyError, TypeError):
-                    invalid.append(item)
-            if invalid:
-                await self._dead_letter(
-                    [{"error": "not a record", "item": item} for item in invalid]
-                )
-            for start in range(0, len(records), self._batch_max):
-                try:
-                    await self._upsert(records[start : start + self._batch_max])
+                    await self._upsert(records)
                 except Exception as exc:
                     self._failed(exc, "replay")
-                    return  # this segment stays, to be replayed whole next time
+                    return  # the segment stays; this batch is repeated next time
+                await self._set_aside(letters)
+                done += len(batch)
+                self._replayed[segment] = done
             await asyncio.to_thread(self._spool.remove, segment)
-            self._skips_reported.discard(segment)
-            log.info("spool_segment_replayed", segment=segment.path.name, records=len(records))
+            self._replayed.pop(segment, None)
+            log.info("spool_segment_replayed", segment=segment.path.name, records=len(lines))
         if not self._spool.segments():
             self._spool_full = False
 
     async def _upsert(self, records: Sequence[Record]) -> None:
-        """Upsert in one transaction; a batch Postgres refuses (data or constraint error) is
-        retried row by row so that only the bad rows go to the dead letters. Raises on anything
-        else, with nothing committed."""
-        kept, duplicates, superseded = _collapse(records)
-        refused: list[_Refused] = []
-        async with self._live_pool().acquire(timeout=self._timeout_s) as conn:
-            try:
-                async with conn.transaction():
-                    done = [await self._upsert_table(conn, t, kept) for t in TABLES]
-            except CONSTRAINT_ERRORS as exc:
-                log.warning("db_batch_refused", records=len(kept), error=describe(exc))
-                done = []
-                for record in kept:
-                    try:
-                        done.append(await self._upsert_table(conn, table_of(record), [record]))
-                    except CONSTRAINT_ERRORS as row_exc:
-                        refused.append(_Refused(record, row_exc))
-        self._last_write = time.monotonic()
-        self._write_problem = ""
-        if refused:
-            await self._refuse(refused)
+        """Upsert in one transaction. A record that cannot be a row, and a record Postgres
+        refuses for its data (found by halving the batch until each refused record stands alone),
+        go to the dead letters; the others are written. Raises on anything else (Postgres away,
+        slow or failing), with the records not yet written left to the caller, who retries them
+        all: the forward-only upsert makes the repeats harmless."""
+        rows, letters = _prepare(records)
+        kept, duplicates, superseded = _collapse(rows)
         written: set[tuple[Any, ...]] = set()
-        for table, keys, seconds in done:
-            if keys is not None:
-                self._observer.write_done(table, len(keys), seconds)
-                written |= keys
-        not_kept = {table_of(item.record).key_of(item.record) for item in refused}
-        for record in kept:
-            key = table_of(record).key_of(record)
-            if key not in written and key not in not_kept:
-                duplicates[key[0]] += 1 + superseded.get(key, 0)
+        refused: list[tuple[_Row, BaseException]] = []
+        if kept:
+            async with self._live_pool().acquire(timeout=self._timeout_s) as conn:
+                await self._write_rows(conn, kept, written, refused)
+            self._last_write = time.monotonic()
+            self._write_problem = ""
+        for row, exc in refused:
+            self._observer.write_error("constraint")
+            error = describe(exc, [column for column, _ in row.table.columns])
+            letters.append(_Letter(row.table.name, "constraint", error, {"record": _json(row)}))
+        await self._set_aside(letters)
+        not_kept = {row.key for row, _ in refused}
+        for row in kept:
+            if row.key not in written and row.key not in not_kept:
+                duplicates[row.table.name] += 1 + superseded.get(row.key, 0)
         for table, n in duplicates.items():
             if n:
                 self._observer.duplicates(table, n)
 
+    async def _write_rows(
+        self,
+        conn: PoolConnectionProxy,
+        rows: Sequence[_Row],
+        written: set[tuple[Any, ...]],
+        refused: list[tuple[_Row, BaseException]],
+        whole: bool = True,
+    ) -> None:
+        """Write `rows` in one transaction, adding the keys of the rows that moved forward to
+        `written`. If Postgres refuses them for their data, each half is written the same way, down
+        to the single rows it refuses, which are added to `refused`: with k bad rows in n, about
+        2·k·log2(n) statements rather than n."""
+        try:
+            async with conn.transaction():
+                done = [await self._upsert_table(conn, table, rows) for table in TABLES]
+        except Exception as exc:
+            if classify(exc) != "constraint":
+                raise
+            if len(rows) == 1:
+                refused.append((rows[0], exc))
+                return
+            if whole:
+                log.warning("db_batch_refused", records=len(rows), error=describe(exc))
+            half = len(rows) // 2
+            await self._write_rows(conn, rows[:half], written, refused, whole=False)
+            await self._write_rows(conn, rows[half:], written, refused, whole=False)
+            return
+        for table, keys, seconds in done:
+            if keys is not None:
+                self._observer.write_done(table, len(keys), seconds)
+                written |= keys
+
     async def _upsert_table(
-        self, conn: PoolConnectionProxy, table: Table, records: Sequence[Record]
+        self, conn: PoolConnectionProxy, table: Table, rows: Sequence[_Row]
     ) -> tuple[TableName, set[tuple[Any, ...]] | None, float]:
         """(table, the keys of the rows written, seconds); rows not written were not newer than
         the stored ones. None when the batch had nothing for this table."""
-        rows = [to_row(r) for r in records if table_of(r) is table]
-        if not rows:
+        values = [row.values for row in rows if row.table is table]
+        if not values:
             return table.name, None, 0.0
         started = time.perf_counter()
         returned = await conn.fetch(
-            table.upsert, *(list(column) for column in zip(*rows, strict=True))
+            table.upsert, *(list(column) for column in zip(*values, strict=True))
         )
         keys = {(table.name, *row.values()) for row in returned}
         return table.name, keys, time.perf_counter() - started
 
-    async def _refuse(self, refused: list[_Refused]) -> None:
-        for item in refused:
-            self._observer.write_error("constraint")
-            log.error(
-                "db_record_refused",
-                table=table_of(item.record).name,
-                error=describe(item.error),
-            )
-        await self._dead_letter(
-            [{"error": describe(item.error), "record": to_json(item.record)} for item in refused]
-        )
-
-    async def _dead_letter(self, items: list[dict[str, Any]]) -> None:
-        at = datetime.fromtimestamp(self._clock(), tz=UTC).isoformat()
-        stamped = [{"at": at, **item} for item in items]
+    async def _set_aside(self, letters: Sequence[_Letter]) -> None:
+        """Keep records that cannot be stored in the dead letters, for a human, and count them
+        (hotline_records_dead_lettered_total); if the dead letters cannot take them (full, or their
+        disk refuses), they are dropped and counted as such (invalid). The log says which table,
+        why and how many, never a value."""
+        if not letters:
+            return
+        at = datetime.fromtimestamp(self._clock(), tz=UTC)
+        items = [
+            {
+                "at": at.isoformat(),
+                "reason": letter.reason,
+                "table": letter.table,
+                "error": letter.error,
+                **letter.body,
+            }
+            for letter in letters
+        ]
+        dead_letters = self._spool.dead_letters
         try:
-            kept = await asyncio.to_thread(self._spool.dead_letter, stamped)
+            kept = await asyncio.to_thread(dead_letters.add, items, at)
+            why = "" if kept else f"the dead letters are full ({_size(dead_letters.max_bytes)})"
         except OSError as exc:
-            log.error("dead_letter_failed", error=repr(exc))
-            kept = False
+            kept, why = False, f"the dead letters cannot be written ({exc.strerror or exc!r})"
+        groups = Counter((letter.table, letter.reason, letter.error) for letter in letters)
+        for (table, reason, error), n in groups.items():
+            log.error(
+                "records_dead_lettered" if kept else "records_dropped",
+                table=table,
+                reason=reason if kept else "invalid",
+                error=error,
+                records=n,
+                **({} if kept else {"why": why}),
+            )
         if not kept:
-            self._count_dropped("invalid", len(items))
+            self._count_dropped("invalid", len(letters))
+            return
+        for (table, reason), n in Counter((ltr.table, ltr.reason) for ltr in letters).items():
+            self._observer.dead_lettered(table, reason, n)
 
     async def _spill(self, n: int) -> None:
         """Move the oldest `n` records in memory to the spool. Call records go first and may use
-        the whole spool; presence records only the first 90 %, so they are shed first."""
+        the whole spool; presence records only the first 90 %, so they are shed first. What does
+        not fit the spool's bound is dropped (spool_full). What its disk refuses (full) stays in
+        memory for the next try, up to `held_max` records in memory, the oldest beyond that
+        dropped (disk_full). A record that cannot be a spool line goes to the dead letters."""
         if n == 0:
             return
-        records = [self._buffer[i].record for i in range(n)]
-        calls = [r for r in records if isinstance(r, CallRecord)]
-        presence = [r for r in records if not isinstance(r, CallRecord)]
+        entries = [self._buffer[i] for i in range(n)]
         now = self._clock()
+        share = int(self._spool.max_bytes * _PRESENCE_SHARE)
 
-        def write() -> tuple[int, int]:  # in a thread: encoding a big backlog takes a while too
-            written_calls = self._spool.append_fitting([to_json(r) for r in calls], now)
-            share = int(self._spool.max_bytes * _PRESENCE_SHARE)
-            items = [to_json(r) for r in presence]
-            return written_calls, self._spool.append_fitting(items, now, limit=share)
+        def write() -> _Spilled:  # in a thread: encoding a big backlog takes a while too
+            calls: list[tuple[int, bytes]] = []
+            presence: list[tuple[int, bytes]] = []
+            bad: list[tuple[int, BaseException]] = []
+            for i, entry in enumerate(entries):
+                try:
+                    line = encode(to_json(entry.record))
+                except Exception as exc:  # this record's alone
+                    bad.append((i, exc))
+                    continue
+                (calls if isinstance(entry.record, CallRecord) else presence).append((i, line))
+            spooled, no_room, held, error = 0, [], [], None
+            for group, limit in ((calls, None), (presence, share)):
+                result = self._spool.append_lines([line for _, line in group], now, limit)
+                spooled += result.written
+                rest = [i for i, _ in group[result.written :]]
+                if result.error is None:
+                    no_room += rest
+                else:
+                    held += rest
+                    error = result.error
+            return _Spilled(spooled, no_room, sorted(held), bad, error)
 
-        try:
-            written_calls, written_presence = await asyncio.to_thread(write)
-        except OSError as exc:  # the disk is full or failing: the records cannot be kept
-            log.error("spool_write_failed", error=repr(exc))
-            written_calls, written_presence = 0, 0
+        spilled = await asyncio.to_thread(write)
         for _ in range(n):
             self._buffer.popleft()
-        lost = n - written_calls - written_presence
-        if lost:
+        self._buffer.extendleft(reversed([entries[i] for i in spilled.held]))
+        if spilled.no_room:
+            calls = sum(isinstance(entries[i].record, CallRecord) for i in spilled.no_room)
             self._spool_full = True
-            self._count_dropped("spool_full", lost)
+            self._count_dropped("spool_full", len(spilled.no_room))
             log.error(
                 "records_dropped",
                 reason="spool_full",
-                records=lost,
-                calls=len(calls) - written_calls,
-                presence=len(presence) - written_presence,
+                records=len(spilled.no_room),
+                calls=calls,
+                presence=len(spilled.no_room) - calls,
                 spool_bytes=self._spool.size_bytes,
                 max_bytes=self._spool.max_bytes,
             )
         else:
             self._spool_full = False
-        log.debug("records_spooled", records=n - lost, spooled=self._spool.count)
+        if spilled.error is not None:
+            self._disk_refused(spilled.error)
+        else:
+            self._disk_problem, self._spill_after = "", 0.0
+        if spilled.bad:
+            await self._set_aside([_unencodable(entries[i].record, exc) for i, exc in spilled.bad])
+        log.debug("records_spooled", records=spilled.spooled, spooled=self._spool.count)
+
+    def _disk_refused(self, error: OSError) -> None:
+        """The spool's disk refused a spill (full, or failing): what it refused waits in memory,
+        the oldest beyond `held_max` dropped, and the next spill waits `retry_s`."""
+        now = time.monotonic()
+        problem = f"the spool's disk refuses writes ({error.strerror or type(error).__name__})"
+        if problem != self._disk_problem or now >= self._next_disk_reminder:
+            self._next_disk_reminder = now + _REMIND_EVERY_S
+            log.error(
+                "spool_write_failed",
+                error=repr(error),
+                held=len(self._buffer),
+                spool_bytes=self._spool.size_bytes,
+            )
+        self._disk_problem = problem
+        self._spill_after = now + self._retry_s
+        excess = len(self._buffer) - self._held_max
+        if excess > 0:
+            for _ in range(excess):
+                self._buffer.popleft()
+            self._drop_on_disk_full(excess)
+
+    def _drop_on_disk_full(self, n: int) -> None:
+        self._disk_dropped += n
+        self._count_dropped("disk_full", n)
+        log.error("records_dropped", reason="disk_full", records=n, held=len(self._buffer))
 
     def _count_dropped(self, reason: DropReason, n: int) -> None:
         self._dropped += n
@@ -535,6 +725,10 @@ class Store:
                                 break
                             await self._flush(min(len(self._buffer), self._batch_max))
                 await self._spill(len(self._buffer))
+            if self._buffer:  # what the spool's disk refused, and this process is ending: lost
+                lost = len(self._buffer)
+                self._buffer.clear()
+                self._drop_on_disk_full(lost)
             if self._pool is not None:
                 try:
                     async with asyncio.timeout(budget_s):
@@ -596,7 +790,9 @@ class Store:
         (by the database's clock); return the rows deleted. A call never closed (hotline was
         away when it ended) is deleted N days after it entered: retention is a privacy promise.
         Raises StoreUnavailable if Postgres cannot be used now (a wrong schema included: the
-        writer reports that one through `status`)."""
+        writer reports that one through `status`). The dead letters set aside more than N days
+        ago go first, whether Postgres answers or not."""
+        await self._purge_dead_letters(older_than_days)
         async with self._lock:
             pool = await self._ready_pool()
         started = time.perf_counter()
@@ -610,3 +806,50 @@ class Store:
         self._observer.write_done("purge", deleted, time.perf_counter() - started)
         log.info("records_purged", older_than_days=older_than_days, rows=deleted)
         return deleted
+
+    async def _purge_dead_letters(self, older_than_days: int) -> None:
+        """Delete the days of dead letters past retention (by the wall clock); never raises."""
+        now = datetime.fromtimestamp(self._clock(), tz=UTC)
+        try:
+            pruned = await asyncio.to_thread(self._spool.dead_letters.prune, older_than_days, now)
+        except OSError as exc:
+            log.error("dead_letters_purge_failed", error=repr(exc))
+            return
+        if pruned.files:
+            log.info(
+                "dead_letters_purged",
+                older_than_days=older_than_days,
+                files=pruned.files,
+                records=pruned.records,
+            )
+
+
+def _decode(lines: Sequence[dict[str, Any] | Unreadable]) -> tuple[list[Record], list[_Letter]]:
+    """The records of spool lines, and a dead letter for each line that is not one."""
+    records: list[Record] = []
+    letters: list[_Letter] = []
+    for line in lines:
+        if isinstance(line, Unreadable):
+            text = line.raw.decode("utf-8", "backslashreplace")
+            letters.append(_Letter("unknown", "unreadable", "not a JSON object", {"line": text}))
+            continue
+        try:
+            records.append(from_json(line))
+        except Exception as exc:  # a CodecError, or any failure: this line's alone
+            cls = kind_of(line)
+            table: LetterTable = "unknown" if cls is None else _OF_TYPE[cls]
+            error = (
+                str(exc) if isinstance(exc, CodecError) else f"not a record ({type(exc).__name__})"
+            )
+            letters.append(_Letter(table, "decode", error, {"item": line}))
+    return records, letters
+
+
+def _json(row: _Row) -> dict[str, Any]:
+    """A refused record as a dead letter holds it: as the spool would, or as near as it can."""
+    try:
+        item = to_json(row.record)
+        encode(item)
+    except Exception:  # written as text rather than lost
+        return loose_json(row.record)
+    return item
