@@ -125,3 +125,9 @@ lock:
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info \
 		.coverage .coverage.* htmlcov
+
+# Install or upgrade hotline as a systemd service on this host (root; docs/operations.md):
+# `make install [PREFIX=/opt/hotline] [WHEELHOUSE=DIR]` runs deploy/install.sh with those options.
+.PHONY: install
+install:
+	deploy/install.sh $(if $(PREFIX),--prefix $(PREFIX)) $(if $(WHEELHOUSE),--wheelhouse $(WHEELHOUSE))
