@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import NoReturn
 
 from hotline.config import EXIT_CONFIG, Config, ConfigError, load_config
+from hotline.config.problems import printable
+from hotline.config.schema import FIRST_YEAR, LAST_YEAR
 from hotline.core.roster import DesiredMember, Roster, desired_at, next_change, resolve_local
 
 EXIT_OK = 0
@@ -100,7 +102,7 @@ def _purge(args: argparse.Namespace) -> int:
         assert config.database is not None
         days = args.older_than_days or config.database.retention_days
         print(f"deleting records closed more than {days} days ago ...", file=sys.stderr)
-        deleted = asyncio.run(store.purge(dsn, days))
+        deleted = asyncio.run(store.purge(dsn, days, config.database.spool_dir))
         return f"deleted {deleted} rows older than {days} days"
 
     return _with_database(args, "purge", purge)
@@ -114,8 +116,10 @@ def _with_database(
     if config is None:
         return EXIT_CONFIG
     from hotline import daemon  # noqa: PLC0415 - see _run
-    from hotline.adapters import store  # noqa: PLC0415
+    from hotline.adapters import log, store  # noqa: PLC0415
 
+    # asyncpg's records, if any, go through the daemon's redacting pipeline.
+    log.configure()
     dsn = _dsn(config, daemon.database_dsn)
     if dsn is None:
         return EXIT_CONFIG
@@ -136,10 +140,12 @@ def _dsn(config: Config, resolve: Callable[[Config], str | None]) -> str | None:
         dsn = resolve(config)
     except ConfigError as error:
         for problem in error.problems:
-            print(f"{config.path}: {problem}", file=sys.stderr)
+            print(f"{_shown(config.path)}: {problem}", file=sys.stderr)
         return None
     if dsn is None:
-        print(f"{config.path}: database: not configured (no call recording)", file=sys.stderr)
+        print(
+            f"{_shown(config.path)}: database: not configured (no call recording)", file=sys.stderr
+        )
     return dsn
 
 
@@ -149,7 +155,7 @@ def _load(path: Path) -> Config | None:
         return load_config(path)
     except ConfigError as error:
         for problem in error.problems:
-            print(f"{path}: {problem}", file=sys.stderr)
+            print(f"{_shown(path)}: {problem}", file=sys.stderr)
         return None
 
 
@@ -213,14 +219,31 @@ def _after(delay: timedelta) -> str:
     return f"in {days} d {hours} h {minutes:02d} min" if days else f"in {hours} h {minutes:02d} min"
 
 
+def _shown(path: Path) -> str:
+    """A path as given, with any control character in it escaped."""
+    return printable(str(path), 4096)
+
+
 def _at_argument(text: str) -> datetime:
     try:
-        return datetime.fromisoformat(text)
+        at = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 date and time, e.g. 2026-12-25T03:00 (in the roster's "
-            "zone) or 2026-12-25T03:00-05:00"
+            f"{printable(repr(text), 80)} is not an ISO 8601 date and time, e.g. 2026-12-25T03:00"
+            " (in the roster's zone) or 2026-12-25T03:00-05:00"
         ) from None
+    if not FIRST_YEAR <= at.year <= LAST_YEAR:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is out of range: the year must be {FIRST_YEAR} to {LAST_YEAR}"
+        )
+    return at
+
+
+def _days_argument(text: str) -> int:
+    days = int(text) if text.isascii() and text.isdigit() and len(text) <= 5 else 0
+    if not 1 <= days <= 36_500:
+        raise argparse.ArgumentTypeError(f"{printable(repr(text), 80)} is not 1 to 36500 days")
+    return days
 
 
 class _ParserExit(Exception):
@@ -320,7 +343,7 @@ def _parser() -> _Parser:
     )
     purge.add_argument(
         "--older-than-days",
-        type=int,
+        type=_days_argument,
         metavar="N",
         help="override database.retention_days for this run",
     )

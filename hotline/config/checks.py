@@ -5,6 +5,7 @@ failed elsewhere, so one run reports everything. Ill-typed parts are left to val
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -22,6 +23,13 @@ def cross_section_problems(data: object) -> list[Problem]:
         secrets = [key for key in ("secret_file", "secret_env") if ami.get(key) is not None]
         if len(secrets) != 1:
             problems.append((("ami",), "set exactly one of secret_file and secret_env", None))
+        host = ami.get("host", AmiModel.model_fields["host"].default)
+        if ami.get("tls") is None and isinstance(host, str) and not _loopback(host):
+            # docs/security.md, "AMI transport": in clear, the secret and every action (who is on
+            # shift, on which phone) would cross the network readable and changeable.
+            problems.append(
+                (("ami", "host"), "is not a loopback address: AMI to another host needs tls", None)
+            )
         low, high = (_ami_seconds(ami, key) for key in ("backoff_min", "backoff_max"))
         if low is not None and high is not None and high < low:
             problems.append((("ami", "backoff_max"), "must be at least backoff_min", None))
@@ -110,6 +118,15 @@ def _instant_or_none(value: object, zone: ZoneInfo | None) -> datetime | None:
     if instant.utcoffset() is not None:
         return instant
     return None if zone is None else as_instant(instant, zone)
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
 
 
 def _ami_seconds(section: dict[str, object], key: str) -> float | None:

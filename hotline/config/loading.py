@@ -1,15 +1,25 @@
 """Loading the configuration file: the YAML read with the line of every node, validated against
 the model and the checks between sections, then turned into the frozen settings. Every problem
-is reported at once, each with its dotted path and line."""
+is reported at once, each with its dotted path and line.
+
+A bad file costs little and ends in one line: only a regular file is read, at most MAX_FILE_BYTES
+of UTF-8 text; the YAML may nest MAX_DEPTH levels and hold MAX_VALUES values, an alias counting
+as many as it stands for (so an alias bomb stops at its first aliases); a number has at most
+MAX_NUMBER_CHARS characters."""
 
 from __future__ import annotations
 
+import os
+import stat
 import types
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import ValidationError
+from yaml.composer import ComposerError
 
 from hotline.config.checks import cross_section_problems
 from hotline.config.problems import (
@@ -20,9 +30,16 @@ from hotline.config.problems import (
     render,
     syntax_problem,
 )
-from hotline.config.schema import ConfigModel, DatabaseModel, as_instant
+from hotline.config.schema import (
+    AMI_PORT,
+    AMI_TLS_PORT,
+    ConfigModel,
+    DatabaseModel,
+    as_instant,
+)
 from hotline.config.settings import (
     AmiSettings,
+    AmiTlsSettings,
     CallSettings,
     Config,
     DatabaseSettings,
@@ -41,26 +58,90 @@ from hotline.core.roster import (
     Shift,
 )
 
+# Limits on what a configuration file may cost to read. A roster of 2,000 responders, 300 shifts
+# and a year of exceptions is well under a megabyte and 100,000 values, and five levels deep.
+MAX_FILE_BYTES = 5 * 1024 * 1024
+MAX_VALUES = 250_000
+MAX_DEPTH = 32
+MAX_NUMBER_CHARS = 32
+
+_NOT_REGULAR: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
 
 def load_config(path: Path) -> Config:
     """Read and validate the configuration file at `path`."""
+    return parse_config(read_text(path), path)
+
+
+def read_text(path: Path) -> str:
+    """The text of the configuration file at `path`: a regular file (or a link to one) of at
+    most MAX_FILE_BYTES of UTF-8 without NUL bytes. Opening never waits (a FIFO with no writer)
+    and reading stops one byte past the limit (/dev/zero, a file that grows)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise ConfigError([f"cannot read the file: {reason}"], path) from None
+        raise ConfigError([f"cannot read the file: {_reason(error)}"], path) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next(
+                (name for test, name in _NOT_REGULAR if test(info.st_mode)), "a special file"
+            )
+            raise ConfigError([f"cannot read the file: {kind}, not a regular file"], path)
+        # The size is checked before reading and, since a file can grow, while reading.
+        data = b"" if info.st_size > MAX_FILE_BYTES else _read_at_most(fd, MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise ConfigError([f"cannot read the file: {_reason(error)}"], path) from None
+    finally:
+        os.close(fd)
+    if info.st_size > MAX_FILE_BYTES or len(data) > MAX_FILE_BYTES:
+        raise ConfigError([f"the file is too large: over {MAX_FILE_BYTES:,} bytes"], path)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ConfigError([f"the file is not UTF-8 text: {error.reason}"], path) from None
-    return parse_config(text, path)
+        # Never the error's own text: it quotes the bytes.
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            [f"the file is not UTF-8 text: {error.reason} (line {line})"], path
+        ) from None
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise ConfigError([f"the file is not text: it holds a NUL byte (line {line})"], path)
+    return text
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(fd, min(1 << 20, limit - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or type(error).__name__
 
 
 def parse_config(text: str, path: Path) -> Config:
     """Validate configuration `text`; `path` is where it came from, for messages."""
     problems: list[Problem] = []
     try:
-        data, lines = _Document.parse(text, problems)
+        data, lines, refused = _Document.parse(text, problems)
     except yaml.YAMLError as error:
-        raise ConfigError([syntax_problem(error)], path) from None
+        raise ConfigError([syntax_problem(error, text)], path) from None
+    except _Refused as error:
+        raise ConfigError(render([error.problem], {}), path) from None
     if data is None:
         raise ConfigError(["the file is empty (line 1)"], path)
     model: ConfigModel | None = None
@@ -69,18 +150,59 @@ def parse_config(text: str, path: Path) -> Config:
     except ValidationError as error:
         problems += [problem_from(detail, ConfigModel) for detail in error.errors()]
     problems += cross_section_problems(data)
+    if refused:
+        # A value refused while reading was replaced by None: what validation says of it
+        # again would be a second line for the same problem.
+        problems = [p for p in problems if p in refused.values() or not _within(p[0], refused)]
     if problems or model is None:
         raise ConfigError(render(problems, lines), path)
     return _convert(model, path)
 
 
+def _within(loc: Loc, refused: dict[Loc, Problem]) -> bool:
+    return any(loc[:length] in refused for length in range(len(loc) + 1))
+
+
 # --- YAML with line numbers ----------------------------------------------------------------------
 
+_STR_TAG = "tag:yaml.org,2002:str"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _INT_TAG = "tag:yaml.org,2002:int"
 _FLOAT_TAG = "tag:yaml.org,2002:float"
 _TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Events(Protocol):
+    """What the document takes from PyYAML's loader (its own annotations leave these untyped)."""
+
+    def get_event(self) -> Any: ...
+    def peek_event(self) -> Any: ...
+    def check_event(self, *choices: type[yaml.Event]) -> bool: ...
+    def resolve(self, kind: type[yaml.Node], value: str, implicit: tuple[bool, bool]) -> str: ...
+
+
+class _Refused(Exception):
+    """The file is past one of the limits: reading on would only cost memory and time."""
+
+    def __init__(self, loc: Loc, message: str, line: int) -> None:
+        super().__init__(message)
+        self.problem: Problem = (loc, message, line)
+
+
+def _too_deep(line: int) -> _Refused:
+    return _Refused((), f"nested more than {MAX_DEPTH} levels deep", line)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing flow collections nested too deep as soon as it scans them:
+    its scanner looks up to 1,024 characters ahead for a key at every level of nesting, which
+    costs seconds on a line of brackets long before the document sees the first of them."""
+
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise _too_deep(self.line + 1)
+        super().fetch_flow_collection_start(token_class)
 
 
 class _Document:
@@ -90,78 +212,213 @@ class _Document:
     keeps the last) and that three YAML 1.1 surprises stay text: the words `off`, `on`, `yes`,
     `no` (`kind: off` would be False), sexagesimal numbers (`start: 22:00` would be 1320) and
     timestamps (which the schema parses itself, to resolve local times in the roster's zone).
+
+    The values are built straight from the parser's events, with the limits checked as each
+    node begins: nesting before it can exhaust the stack, the count of values before they can
+    exhaust memory. An alias is the value its anchor built, shared, not a copy; it counts as
+    many values as that one holds, since validation walks them all.
     """
 
     def __init__(self, loader: yaml.SafeLoader, problems: list[Problem]) -> None:
         self._loader = loader
+        self._events = cast(_Events, loader)
         self._problems = problems
         self.lines: dict[Loc, int] = {(): 1}
-        self._open: set[int] = set()  # ids of the collections being built, to catch cycles
+        # Where a value was refused while reading (and replaced by None), with its problem.
+        self.refused: dict[Loc, Problem] = {}
+        # Each anchor's value and how many values it holds; None while it is being built.
+        self._anchors: dict[str, tuple[object, int] | None] = {}
+        self._anchor_marks: dict[str, Any] = {}  # where each anchor is, for messages
+        self._values = 0
+        self._quiet = 0  # inside a node that is skipped (after a problem with its key)
 
     @classmethod
-    def parse(cls, text: str, problems: list[Problem]) -> tuple[object, dict[Loc, int]]:
-        loader = yaml.SafeLoader(text)
+    def parse(
+        cls, text: str, problems: list[Problem]
+    ) -> tuple[object, dict[Loc, int], dict[Loc, Problem]]:
+        loader = _Loader(text)
         try:
             document = cls(loader, problems)
-            root = loader.get_single_node()
-            if root is None:
-                return None, document.lines
-            document.lines[()] = root.start_mark.line + 1
-            return document._value(root, ()), document.lines
+            return document._stream(), document.lines, document.refused
         finally:
             loader.dispose()
 
-    def _value(self, node: yaml.Node, loc: Loc) -> object:
-        if isinstance(node, yaml.ScalarNode):
-            return self._scalar(node)
-        if id(node) in self._open:
-            self._problems.append((loc, "an alias refers to a node that contains it", None))
-            return None
-        self._open.add(id(node))
-        try:
-            if isinstance(node, yaml.SequenceNode):
-                items = []
-                for index, item in enumerate(node.value):
-                    self.lines[(*loc, index)] = item.start_mark.line + 1
-                    items.append(self._value(item, (*loc, index)))
-                return items
-            assert isinstance(node, yaml.MappingNode)
-            return self._mapping(node, loc)
-        finally:
-            self._open.discard(id(node))
-
-    def _mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, object]:
-        mapping: dict[str, object] = {}
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                self._problems.append((loc, "keys must be plain names", line))
-                continue
-            if key_node.tag == _MERGE_TAG:
-                self._problems.append((loc, "merge keys (<<) are not supported", line))
-                continue
-            # Keys are names (responder ids, queues), so `1001` stays the text "1001".
-            key = str(key_node.value)
-            if key in mapping:
-                first = self.lines[(*loc, key)]
-                self._problems.append(
-                    ((*loc, key), f"duplicate key, already defined on line {first}", line)
+    def _stream(self) -> object:
+        loader = self._events
+        loader.get_event()  # stream start
+        value: object = None
+        if not loader.check_event(yaml.StreamEndEvent):
+            start = loader.get_event()  # document start
+            self.lines[()] = loader.peek_event().start_mark.line + 1
+            value, _ = self._node((), 0)
+            loader.get_event()  # document end
+            if not loader.check_event(yaml.StreamEndEvent):
+                event = loader.get_event()
+                raise ComposerError(
+                    "expected a single document in the stream",
+                    start.start_mark,
+                    "but found another document",
+                    event.start_mark,
                 )
-                continue
-            self.lines[(*loc, key)] = line
-            mapping[key] = self._value(value_node, (*loc, key))
-        return mapping
+        loader.get_event()  # stream end
+        return value
 
-    def _scalar(self, node: yaml.ScalarNode) -> object:
-        if node.style is None:  # only plain scalars get the YAML 1.1 implicit types
-            text = str(node.value)
-            if node.tag == _BOOL_TAG and text.lower() not in ("true", "false"):
+    def _node(self, loc: Loc, depth: int) -> tuple[object, int]:
+        """The value of the next node, and how many values it holds."""
+        event = self._events.get_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            return self._alias(event, loc, line)
+        anchor = event.anchor
+        if anchor is not None:
+            self._anchor(anchor, event)
+        self._count(1, (), line, "the file holds")
+        value: object
+        if isinstance(event, yaml.ScalarEvent):
+            value, size = self._scalar(event, loc), 1
+        elif depth >= MAX_DEPTH:
+            raise _too_deep(line)
+        elif isinstance(event, yaml.SequenceStartEvent):
+            value, size = self._sequence(loc, depth + 1)
+        else:
+            value, size = self._mapping(loc, depth + 1)
+        if anchor is not None:
+            self._anchors[anchor] = (value, size)
+        return value, size
+
+    def _alias(self, event: Any, loc: Loc, line: int) -> tuple[object, int]:
+        anchor = str(event.anchor)
+        if anchor not in self._anchors:
+            raise ComposerError(None, None, f"found undefined alias {anchor!r}", event.start_mark)
+        anchored = self._anchors[anchor]
+        if anchored is None:
+            self._refuse(loc, "an alias refers to a node that contains it")
+            return None, 1
+        value, size = anchored
+        self._count(size, loc, line, "aliases expand the file to")
+        return value, size
+
+    def _anchor(self, anchor: str, event: Any) -> None:
+        first = self._anchor_marks.get(anchor)
+        if first is not None:
+            raise ComposerError(
+                f"found duplicate anchor {anchor!r}; first occurrence",
+                first,
+                "second occurrence",
+                event.start_mark,
+            )
+        self._anchor_marks[anchor] = event.start_mark
+        self._anchors[anchor] = None
+
+    def _count(self, values: int, loc: Loc, line: int, what: str) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise _Refused(loc, f"{what} more than {MAX_VALUES:,} values", line)
+
+    def _sequence(self, loc: Loc, depth: int) -> tuple[list[object], int]:
+        loader = self._events
+        items: list[object] = []
+        size = 1
+        while not loader.check_event(yaml.SequenceEndEvent):
+            item = (*loc, len(items))
+            if not self._quiet:
+                self.lines[item] = loader.peek_event().start_mark.line + 1
+            value, values = self._node(item, depth)
+            items.append(value)
+            size += values
+        loader.get_event()
+        return items, size
+
+    def _mapping(self, loc: Loc, depth: int) -> tuple[dict[str, object], int]:
+        loader = self._events
+        mapping: dict[str, object] = {}
+        size = 1
+        while not loader.check_event(yaml.MappingEndEvent):
+            line = loader.peek_event().start_mark.line + 1
+            key = self._key(loc, depth, line)
+            if key is not None and key in mapping:
+                first = self.lines.get((*loc, key), line)
+                message = f"duplicate key, already defined on line {first}"
+                self._problem(((*loc, key), message, line))
+                key = None
+            if key is None:
+                self._skip(depth)  # the value of a key that cannot be used
+                continue
+            if not self._quiet:
+                self.lines[(*loc, key)] = line
+            mapping[key], values = self._node((*loc, key), depth)
+            size += 1 + values
+        loader.get_event()
+        return mapping, size
+
+    def _key(self, loc: Loc, depth: int, line: int) -> str | None:
+        """The next key, read; None, with a problem, when it is not a plain name."""
+        event = self._events.peek_event()
+        if not isinstance(event, yaml.ScalarEvent):
+            self._problem((loc, "keys must be plain names", line))
+            self._skip(depth)
+            return None
+        self._events.get_event()
+        self._count(1, (), line, "the file holds")
+        if self._tag(event) == _MERGE_TAG:
+            self._problem((loc, "merge keys (<<) are not supported", line))
+            return None
+        # Keys are names (responder ids, queues), so `1001` stays the text "1001".
+        key = str(event.value)
+        if event.anchor is not None:
+            self._anchor(event.anchor, event)
+            self._anchors[event.anchor] = (key, 1)
+        return key
+
+    def _skip(self, depth: int) -> None:
+        """Read the next node for its limits and anchors only."""
+        self._quiet += 1
+        try:
+            self._node((), depth)
+        finally:
+            self._quiet -= 1
+
+    def _scalar(self, event: yaml.ScalarEvent, loc: Loc) -> object:
+        text = str(event.value)
+        tag = self._tag(event)
+        if tag == _STR_TAG:
+            return text
+        if event.style is None:  # only plain scalars get the YAML 1.1 implicit types
+            if tag == _BOOL_TAG and text.lower() not in ("true", "false"):
                 return text
-            if node.tag in (_INT_TAG, _FLOAT_TAG) and ":" in text:
+            if tag in (_INT_TAG, _FLOAT_TAG) and ":" in text:
                 return text
-            if node.tag == _TIMESTAMP_TAG:
+            if tag == _TIMESTAMP_TAG:
                 return text
-        return self._loader.construct_object(node)
+        if tag in (_INT_TAG, _FLOAT_TAG) and len(text) > MAX_NUMBER_CHARS:
+            # Python refuses to convert an integer of more than 4,300 digits, and no setting
+            # needs a number of more than a few.
+            self._refuse(
+                loc, f"number too long: {len(text):,} characters, at most {MAX_NUMBER_CHARS}"
+            )
+            return None
+        start: Any = event.start_mark
+        node = yaml.ScalarNode(tag, text, start, start, event.style)
+        value = self._loader.construct_object(node)
+        self._loader.constructed_objects.clear()  # the constructor keeps each node otherwise
+        return value
+
+    def _tag(self, event: yaml.ScalarEvent) -> str:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self._events.resolve(yaml.ScalarNode, event.value, event.implicit)
+        return tag
+
+    def _problem(self, problem: Problem) -> None:
+        if not self._quiet:
+            self._problems.append(problem)
+
+    def _refuse(self, loc: Loc, message: str) -> None:
+        """A problem with the value at `loc`, which is read as None."""
+        if not self._quiet:
+            problem: Problem = (loc, message, None)
+            self._problems.append(problem)
+            self.refused[loc] = problem
 
 
 # --- conversion to the settings ------------------------------------------------------------------
@@ -212,7 +469,7 @@ def _convert(model: ConfigModel, path: Path) -> Config:
         roster=roster,
         ami=AmiSettings(
             host=ami.host,
-            port=ami.port,
+            port=ami.port or (AMI_TLS_PORT if ami.tls is not None else AMI_PORT),
             username=ami.username,
             secret=SecretRef(
                 # A relative path is relative to the config file, wherever the daemon starts.
@@ -226,8 +483,22 @@ def _convert(model: ConfigModel, path: Path) -> Config:
             boot_timeout_s=ami.boot_timeout,
             backoff_min_s=ami.backoff_min,
             backoff_max_s=ami.backoff_max,
+            tls=(
+                AmiTlsSettings(
+                    ca_file=path.parent / ami.tls.ca_file,
+                    server_name=ami.tls.server_name or ami.host,
+                )
+                if ami.tls is not None
+                else None
+            ),
         ),
-        http=HttpSettings(host=model.http.listen[0], port=model.http.listen[1]),
+        http=HttpSettings(
+            host=model.http.listen[0],
+            port=model.http.listen[1],
+            max_connections=model.http.max_connections,
+            header_timeout_s=model.http.header_timeout,
+            idle_timeout_s=model.http.idle_timeout,
+        ),
         reconcile=ReconcileSettings(resync_interval_s=model.reconcile.resync_interval),
         database=_database(model.database, path.parent),
         privacy=(

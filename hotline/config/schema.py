@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, time
 from typing import Annotated, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -45,6 +46,44 @@ def _interface(value: object) -> object:
     if isinstance(value, str) and not _INTERFACE.fullmatch(value):
         raise ValueError(f"{value!r} is not an interface: expected TECH/resource, e.g. PJSIP/1001")
     return value
+
+
+def _dsn(value: object) -> object:
+    # The password comes from a credential (password_file, password_env), never from this file:
+    # the configuration is readable by more people and programs than a credential is.
+    if isinstance(value, str):
+        flaw = _dsn_flaw(value)
+        if flaw is not None:  # asyncpg would retry it for ever, or the daemon fail at start
+            raise ValueError(f"not a PostgreSQL URL: {flaw}, e.g. {_DSN_EXAMPLE}")
+        parts = urlsplit(value)
+        if parts.password is not None or "password=" in parts.query.lower():
+            raise ValueError(
+                "holds a password: give it in password_file or password_env, never in this file"
+            )
+    return value
+
+
+_DSN_EXAMPLE = "postgresql://hotline@127.0.0.1:5432/hotline"
+
+
+def _dsn_flaw(dsn: str) -> str | None:
+    """What makes `dsn` unusable to asyncpg, in words that do not repeat it; None if nothing."""
+    try:
+        parts = urlsplit(dsn)
+        if parts.query:
+            parse_qs(parts.query, strict_parsing=True)
+    except ValueError:
+        return "it cannot be parsed"
+    if parts.scheme not in ("postgresql", "postgres"):
+        return "it must start with postgresql://"
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(",") if hosts else ():
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        port = unquote(port.partition(":")[2])
+        number = len(port) <= 5 and port.isascii() and port.isdigit()
+        if port and not (number and 0 < int(port) < 65536):
+            return "a port is not a number from 1 to 65535"
+    return None
 
 
 def _env_name(value: object) -> object:
@@ -86,12 +125,22 @@ def _day(value: object) -> frozenset[int]:
     raise ValueError(f"{value!r} is not a day: use mon, tue, wed, thu, fri, sat, sun or daily")
 
 
+FIRST_YEAR, LAST_YEAR = 1970, 2999
+
+
 def instant_text(value: object) -> datetime:
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value.strip())
+            instant = datetime.fromisoformat(value.strip())
         except ValueError:
             pass
+        else:
+            # Far from datetime's own limits, which a zone's offset would cross.
+            if FIRST_YEAR <= instant.year <= LAST_YEAR:
+                return instant
+            raise ValueError(
+                f"{value!r} is out of range: the year must be {FIRST_YEAR} to {LAST_YEAR}"
+            )
     raise ValueError(f"{value!r} is not an ISO 8601 date and time, e.g. 2026-12-24T18:00")
 
 
@@ -108,7 +157,8 @@ def _listen(value: object) -> object:
         host, colon, port = value.rpartition(":")
         if host.startswith("[") and host.endswith("]"):  # [::1]:9470
             host = host[1:-1]
-        if colon and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536:
+        digits = port.isascii() and port.isdigit() and len(port) <= 5
+        if colon and host and digits and 0 < int(port) < 65536:
             return (host, int(port))
     raise ValueError(f"{value!r} is not host:port, e.g. 127.0.0.1:9470")
 
@@ -122,8 +172,12 @@ _Name = Annotated[str, BeforeValidator(_name)]
 _Text = Annotated[str, BeforeValidator(_text)]
 _Interface = Annotated[str, BeforeValidator(_interface)]
 _EnvName = Annotated[str, BeforeValidator(_env_name)]
+_Dsn = Annotated[str, BeforeValidator(_dsn), BeforeValidator(_text)]
 _Port = Annotated[int, Field(ge=1, le=65535)]
-_Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# At most a year: every timing becomes a timedelta or a timer somewhere, which far larger values
+# would overflow at start.
+_MAX_SECONDS = 366 * 24 * 3600.0
+_Seconds = Annotated[float, Field(gt=0, le=_MAX_SECONDS, allow_inf_nan=False)]
 _Count = Annotated[int, Field(ge=0)]
 _ClockTime = Annotated[time, BeforeValidator(_clock_time)]
 _Day = Annotated[frozenset[int], BeforeValidator(_day)]
@@ -134,12 +188,26 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+# AMI's ports: plain TCP, and TLS (Asterisk's tlsbindaddr).
+AMI_PORT = 5038
+AMI_TLS_PORT = 5039
+
+
+class AmiTlsModel(Section):
+    # The CA (PEM) that signed Asterisk's AMI certificate; nothing else is trusted.
+    ca_file: _Text
+    # The name the certificate must carry; default: ami.host.
+    server_name: _Text | None = None
+
+
 class AmiModel(Section):
     host: _Text = "127.0.0.1"
-    port: _Port = 5038
+    port: _Port | None = None  # AMI_PORT, or AMI_TLS_PORT with tls
     username: _Text
     secret_file: _Text | None = None
     secret_env: _EnvName | None = None
+    # Required unless host is a loopback address (docs/security.md, "AMI transport").
+    tls: AmiTlsModel | None = None
     action_timeout: _Seconds = 5.0
     ping_interval: _Seconds = 5.0
     ping_timeout: _Seconds = 3.0
@@ -151,6 +219,10 @@ class AmiModel(Section):
 
 class HttpModel(Section):
     listen: Annotated[tuple[str, int], BeforeValidator(_listen)] = ("127.0.0.1", 9470)
+    # Connections served at once; more are closed as soon as accepted (docs/http.md).
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
+    header_timeout: _Seconds = 5.0  # from accept to a complete request head
+    idle_timeout: _Seconds = 15.0  # a kept-alive connection between requests
 
 
 class ReconcileModel(Section):
@@ -158,12 +230,12 @@ class ReconcileModel(Section):
 
 
 class DatabaseModel(Section):
-    dsn: _Text
+    dsn: _Dsn
     password_file: _Text | None = None
     password_env: _EnvName | None = None
     spool_dir: _Text = "/var/lib/hotline/spool"
     spool_max_bytes: Annotated[int, Field(ge=1_000_000)] = 256 * 1024 * 1024
-    retention_days: Annotated[int, Field(ge=1)] = 395
+    retention_days: Annotated[int, Field(ge=1, le=36_500)] = 395
     # At a stop, records still in memory get this long to reach Postgres; the rest is spooled.
     flush_timeout: _Seconds = 2.0
 
@@ -187,7 +259,7 @@ class QueueModel(Section):
     sl_seconds: _Seconds = 20.0
     sl_target: Annotated[float, Field(gt=0, lt=1)] = 0.9
     # queues.conf's wrapuptime for this queue: Asterisk does not report it over AMI.
-    wrapup_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    wrapup_seconds: Annotated[float, Field(ge=0, le=_MAX_SECONDS, allow_inf_nan=False)] = 0.0
 
 
 class ResponderModel(Section):

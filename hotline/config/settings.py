@@ -4,12 +4,12 @@ the one place a default is written."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hotline.config.credentials import read_secret_env, read_secret_file
 from hotline.config.problems import ConfigError
 from hotline.core.roster import Roster
 
@@ -30,37 +30,23 @@ class SecretRef:
     setting: SecretSection  # the config section, for messages
 
     def read(self) -> str:
-        # Messages name the source, never the value: they end up in logs and on terminals.
+        """The secret, from a file that must be private to the daemon's user or from the
+        environment; printable ASCII without whitespace. Messages name the source, never the
+        value: they end up in logs and on terminals."""
         file_key, env_key = _SECRET_KEYS[self.setting]
         if self.file is not None:
-            try:
-                text = self.file.read_text(encoding="utf-8")
-            except OSError as error:
-                reason = error.strerror or type(error).__name__
-                raise ConfigError(
-                    [f"{self.setting}.{file_key}: cannot read {self.file}: {reason}"]
-                ) from None
-            except UnicodeDecodeError:
-                # `from None`: the decode error carries the secret's bytes.
-                raise ConfigError(
-                    [f"{self.setting}.{file_key}: {self.file} is not UTF-8 text"]
-                ) from None
-            secret = text.rstrip("\r\n")
-            if not secret:
-                raise ConfigError([f"{self.setting}.{file_key}: {self.file} is empty"])
-            return secret
+            return read_secret_file(self.file, f"{self.setting}.{file_key}")
         if self.env is not None:
-            value = os.environ.get(self.env)
-            if value is None:
-                raise ConfigError(
-                    [f"{self.setting}.{env_key}: environment variable {self.env} is not set"]
-                )
-            if not value:
-                raise ConfigError(
-                    [f"{self.setting}.{env_key}: environment variable {self.env} is empty"]
-                )
-            return value
+            return read_secret_env(self.env, f"{self.setting}.{env_key}")
         raise ConfigError([f"{self.setting}: neither {file_key} nor {env_key} is set"])
+
+
+@dataclass(frozen=True, slots=True)
+class AmiTlsSettings:
+    """AMI over TLS: Asterisk's certificate must chain to `ca_file` and name `server_name`."""
+
+    ca_file: Path
+    server_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +63,17 @@ class AmiSettings:
     boot_timeout_s: float  # from login to FullyBooted
     backoff_min_s: float  # reconnect delays double from min to max
     backoff_max_s: float
+    # None: plain TCP, which the configuration allows on loopback only (docs/security.md).
+    tls: AmiTlsSettings | None
 
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
     host: str
     port: int
+    max_connections: int  # served at once; more are closed as soon as accepted
+    header_timeout_s: float  # from accept to a complete request head
+    idle_timeout_s: float  # a kept-alive connection between requests
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hotline.config import ConfigError, SecretRef, load_config, parse_config
+from hotline.config import AmiTlsSettings, ConfigError, SecretRef, load_config, parse_config
 from hotline.core.roster import ExceptionKind, QueuePolicy, Responder
 
 PATH = Path("hotline.yaml")
@@ -122,7 +122,7 @@ def test_given_settings_override_the_defaults() -> None:
         (
             "  username: hotline\n",
             "  username: hotline\n  host: pbx.example\n  port: 5039\n  action_timeout: 2.5\n"
-            "  boot_timeout: 30\n  backoff_min: 1\n  backoff_max: 8\n",
+            "  boot_timeout: 30\n  backoff_min: 1\n  backoff_max: 8\n  tls: {ca_file: ca.pem}\n",
         ),
         ("queues:\n", 'http: {listen: "[::1]:8080"}\nreconcile: {resync_interval: 15}\nqueues:\n'),
         ("queues:\n", "calls: {keep_closed: 600}\nqueues:\n"),
@@ -138,6 +138,7 @@ def test_given_settings_override_the_defaults() -> None:
         1.0,
         8.0,
     )
+    assert config.ami.tls == AmiTlsSettings(ca_file=Path("ca.pem"), server_name="pbx.example")
     assert (config.http.host, config.http.port) == ("::1", 8080)
     assert config.reconcile.resync_interval_s == 15.0
     assert config.calls.keep_closed_s == 600.0
@@ -364,15 +365,20 @@ def test_load_config_reads_the_file(tmp_path: Path) -> None:
 def test_secret_file_is_read_without_its_trailing_newline(tmp_path: Path) -> None:
     secret = tmp_path / "ami-secret"
     secret.write_text("s3cret-value\n", encoding="utf-8")
+    secret.chmod(0o600)
     assert SecretRef(file=secret, env=None, setting="ami").read() == "s3cret-value"
 
 
 def test_unreadable_secret_file_names_the_setting_but_not_the_secret(tmp_path: Path) -> None:
     secret = tmp_path / "ami-secret"
     secret.write_bytes(b"s3cret\xff\n")
+    secret.chmod(0o600)
     with pytest.raises(ConfigError) as caught:
         SecretRef(file=secret, env=None, setting="ami").read()
-    assert caught.value.problems == [f"ami.secret_file: {secret} is not UTF-8 text"]
+    assert caught.value.problems == [
+        f"ami.secret_file: {secret} holds a byte that is not ASCII: a secret must be printable "
+        "ASCII without whitespace (0x21 to 0x7e)"
+    ]
     assert "s3cret" not in str(caught.value)
     with pytest.raises(ConfigError) as missing:
         SecretRef(file=tmp_path / "absent", env=None, setting="ami").read()
