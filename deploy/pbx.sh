@@ -23,10 +23,13 @@ Environment (defaults in brackets):
   HOTLINE_PBX_NAME   instance name, so several can run side by side        [dev]
   HOTLINE_PBX_STATE  host directory for the instance's AMI secrets [var/pbx-NAME in the repo]
   HOTLINE_AMI_PORT   AMI port on 127.0.0.1       [5038]
+  HOTLINE_AMI_TLS_PORT  AMI over TLS on 127.0.0.1 [5039]
   HOTLINE_SIP_PORT   SIP (UDP) port on 127.0.0.1 [5060]
 
 The AMI secrets are written to $HOTLINE_PBX_STATE/ami-secret (the daemon's account, "hotline")
-and $HOTLINE_PBX_STATE/ami-test-secret (the test harness's account, "hotline-test").
+and $HOTLINE_PBX_STATE/ami-test-secret (the test harness's account, "hotline-test"). AMI over
+TLS uses a certificate made for the instance by its own CA, whose certificate (what the daemon's
+ami.tls.ca_file names) is $HOTLINE_PBX_STATE/ami-ca.pem; the CA's key is not kept.
 EOF
 }
 
@@ -35,6 +38,7 @@ ROOT=${HOTLINE_PBX_ROOT:-/var/cache/hotline/pbx-root}
 NAME=${HOTLINE_PBX_NAME:-dev}
 STATE=${HOTLINE_PBX_STATE:-$REPO/var/pbx-$NAME}
 AMI_PORT=${HOTLINE_AMI_PORT:-5038}
+AMI_TLS_PORT=${HOTLINE_AMI_TLS_PORT:-5039}
 SIP_PORT=${HOTLINE_SIP_PORT:-5060}
 # Paths inside the root.
 INST=/srv/hotline/$NAME
@@ -85,6 +89,40 @@ build() {
 
 new_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
 
+# AMI over TLS (docs/security.md, "AMI transport"): made once per instance, a CA of its own and,
+# signed by it, Asterisk's certificate for localhost, 127.0.0.1 and ::1. The daemon trusts that CA
+# alone; its key is thrown away once it has signed, so nothing else can ever be signed by it.
+make_tls() {
+    [ -s "$STATE/ami-ca.pem" ] && [ -s "$STATE/ami-tls.pem" ] && [ -s "$STATE/ami-tls.key" ] \
+        && return 0
+    command -v openssl >/dev/null || die "openssl is not installed (deploy/setup-host.sh)"
+    local tmp
+    tmp=$(mktemp -d)
+    if ! (
+        umask 077
+        cd "$tmp"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+            -subj "/CN=hotline development PBX $NAME: AMI CA" -keyout ca.key -out ca.pem \
+            -addext basicConstraints=critical,CA:TRUE \
+            -addext keyUsage=critical,keyCertSign,cRLSign
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -subj "/CN=localhost" -keyout server.key -out server.csr
+        printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature \
+            extendedKeyUsage=serverAuth subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1 \
+            subjectKeyIdentifier=hash authorityKeyIdentifier=keyid >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -days 3650 \
+            -set_serial "0x$(openssl rand -hex 16)" -extfile server.ext -out server.pem
+    ) >"$tmp/log" 2>&1; then
+        cat "$tmp/log" >&2
+        rm -rf "$tmp"
+        die "could not make the AMI TLS certificate"
+    fi
+    install -m 600 "$tmp/server.key" "$STATE/ami-tls.key"
+    install -m 644 "$tmp/server.pem" "$STATE/ami-tls.pem"
+    install -m 644 "$tmp/ca.pem" "$STATE/ami-ca.pem"
+    rm -rf "$tmp"
+}
+
 install_config() {
     local etc=$ROOT$INST/etc
     rm -rf "$etc"
@@ -124,6 +162,12 @@ EOF
     [ -s "$STATE/ami-test-secret" ] || (umask 077 && new_secret >"$STATE/ami-test-secret")
     (umask 077 && echo "secret = $(cat "$STATE/ami-secret")" >"$etc/manager_hotline_secret.conf")
     (umask 077 && echo "secret = $(cat "$STATE/ami-test-secret")" >"$etc/manager_test_secret.conf")
+    make_tls
+    install -m 600 "$STATE/ami-tls.key" "$etc/ami-tls.key"
+    install -m 644 "$STATE/ami-tls.pem" "$etc/ami-tls.pem"
+    (umask 077 && printf '%s\n' "tlsenable = yes" "tlsbindaddr = 127.0.0.1:$AMI_TLS_PORT" \
+        "tlscertfile = $INST/etc/ami-tls.pem" "tlsprivatekey = $INST/etc/ami-tls.key" \
+        >"$etc/manager_tls.conf")
     chroot "$ROOT" chown -R asterisk:asterisk "$INST"
 }
 
@@ -136,7 +180,7 @@ start() {
     fi
     mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
     install_config
-    say "starting Asterisk (AMI 127.0.0.1:$AMI_PORT, SIP 127.0.0.1:$SIP_PORT)"
+    say "starting Asterisk (AMI 127.0.0.1:$AMI_PORT, TLS :$AMI_TLS_PORT, SIP 127.0.0.1:$SIP_PORT)"
     ast -U asterisk -G asterisk
     # The control socket appears a moment after the fork; then wait for FullyBooted, because the
     # AMI port accepts logins before app_queue is loaded.
@@ -180,7 +224,8 @@ reset() {
 status() {
     local pid
     if pid=$(pid_of_instance); then
-        echo "running (pid $pid); AMI 127.0.0.1:$AMI_PORT, user hotline, secret in $STATE/ami-secret"
+        echo "running (pid $pid); AMI 127.0.0.1:$AMI_PORT (TLS :$AMI_TLS_PORT, CA $STATE/ami-ca.pem)," \
+            "user hotline, secret in $STATE/ami-secret"
     else
         echo "not running"
         return 3

@@ -69,6 +69,7 @@ async def start_daemon(pbx: Pbx, tmp_path: Path) -> AsyncIterator[StartDaemon]:
     ) -> daemon.Daemon:
         secret_file = tmp_path / "ami-secret"
         secret_file.write_text(pbx.secret)
+        secret_file.chmod(0o600)  # credentials must be private to the daemon's user
         text = (
             f"ami: {{host: 127.0.0.1, port: {ami_port or pbx.ami_port}, username: hotline,"
             f" secret_file: {secret_file}, ping_interval: 1, ping_timeout: 1}}\n"

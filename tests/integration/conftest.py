@@ -56,6 +56,7 @@ async def recorded(cluster: PgCluster, tmp_path: Path) -> Recorded:
     await migrate(cluster.dsn_for("hotline"))
     keys_file = tmp_path / "caller-keys"
     keys_file.write_text(f"7:{secrets.token_hex(32)}\n")
+    keys_file.chmod(0o600)
     spool = tmp_path / "spool"
     config = (
         f"database: {{dsn: '{cluster.dsn_for('hotline')}', spool_dir: {spool}}}\n"

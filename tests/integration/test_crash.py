@@ -67,6 +67,8 @@ async def daemon_process(
     keys = tmp_path / "caller-keys"
     keys.write_text(f"3:{secrets.token_hex(32)}\n")
     (tmp_path / "ami-secret").write_text(pbx.secret)
+    keys.chmod(0o600)
+    (tmp_path / "ami-secret").chmod(0o600)
     port = free_port()
     config = tmp_path / "hotline.yaml"
     config.write_text(

@@ -14,6 +14,7 @@ from tests.pg import PgCluster
 
 def config(tmp_path: Path, dsn: str) -> Path:
     (tmp_path / "keys").write_text(f"1:{secrets.token_hex(32)}\n")
+    (tmp_path / "keys").chmod(0o600)
     path = tmp_path / "hotline.yaml"
     path.write_text(
         "timezone: UTC\nami: {username: hotline, secret_env: UNUSED}\n"

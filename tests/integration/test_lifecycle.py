@@ -40,6 +40,8 @@ async def test_a_failing_task_still_flushes_the_records_in_memory(
     monkeypatch.setattr(Store, "run", failing_writer)
     (tmp_path / "ami-secret").write_text(fake_pbx.secret)
     (tmp_path / "caller-keys").write_text(f"1:{secrets.token_hex(32)}\n")
+    (tmp_path / "ami-secret").chmod(0o600)
+    (tmp_path / "caller-keys").chmod(0o600)
     spool = tmp_path / "spool"
     config = parse_config(
         f"ami: {{port: {fake_pbx.port}, username: hotline, secret_file: ami-secret}}\n"

@@ -40,6 +40,7 @@ async def test_malformed_and_unknown_events_are_counted_and_logged_without_a_cra
 ) -> None:
     keys = tmp_path / "caller-keys"
     keys.write_text(f"1:{secrets.token_hex(32)}\n")
+    keys.chmod(0o600)
     # Recording on, with Postgres nowhere: records spool, events are still judged.
     recording = (
         f'database: {{dsn: "postgresql://hotline@127.0.0.1:{free_port()}/hotline",'

@@ -17,6 +17,7 @@ async def test_sigterm_stops_the_daemon_cleanly_with_exit_status_zero(
     pbx: Pbx, tmp_path: Path
 ) -> None:
     (tmp_path / "ami-secret").write_text(pbx.secret + "\n")
+    (tmp_path / "ami-secret").chmod(0o600)
     port = free_port()
     proc = await _hotline_run(
         tmp_path,

@@ -88,6 +88,7 @@ async def test_the_service_protocol_and_reload_against_a_real_asterisk(
     pbx: Pbx, ami: AmiTestClient, notify_socket: NotifySocket, tmp_path: Path
 ) -> None:
     (tmp_path / "ami-secret").write_text(pbx.secret + "\n")
+    (tmp_path / "ami-secret").chmod(0o600)
     port = free_port()
     head = (
         f"ami: {{port: {pbx.ami_port}, username: hotline, secret_file: ami-secret}}\n"
@@ -168,6 +169,7 @@ async def test_the_watchdog_is_withheld_while_the_reconcile_round_is_stuck(
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     (tmp_path / "ami-secret").write_text(fake.secret)
+    (tmp_path / "ami-secret").chmod(0o600)
     config = parse_config(
         f"ami: {{port: {fake.port}, username: hotline, secret_file: ami-secret}}\n"
         f'http: {{listen: "127.0.0.1:{free_port()}"}}\n'
