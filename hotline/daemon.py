@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import os
+import resource
 import signal
+import socket
 import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import structlog
@@ -19,13 +25,15 @@ from hotline.adapters.ami import AmiLink
 from hotline.adapters.clock import SystemClock
 from hotline.adapters.http import Readiness
 from hotline.adapters.metrics import CallFlow, Metrics, QueueCollector, render_metrics
+from hotline.adapters.metrics.consumer import SAMPLE_EVERY, EventConsumer
 from hotline.adapters.store import SchemaError, Spool, Store, StoreUnavailable
 from hotline.adapters.systemd import Notifier
 from hotline.app.ledger import Ledger
 from hotline.app.membership import MembershipKeeper
-from hotline.config import EXIT_CONFIG, Config, ConfigError, load_config
+from hotline.config import EXIT_CONFIG, Config, ConfigError, load_config, read_private_file
 from hotline.config.live import restart_only_changes
-from hotline.core.ami import Event, Inbound, LinkDown, LinkUp
+from hotline.config.problems import LINE_CHARS, printable
+from hotline.core.ami import Event, EventName, Inbound, LinkDown, LinkUp, field_number
 from hotline.core.calls import CallBook
 from hotline.core.clock import Clock
 from hotline.core.presence import Presence
@@ -36,24 +44,39 @@ from hotline.core.reconcile import Trigger
 log = structlog.get_logger("hotline.daemon")
 
 Handler = Callable[[Event], None]
+Routes = dict[str, tuple[tuple[EventConsumer, Handler], ...]]
 
 # Bound on events waiting for the consumer; overflow forces a resync instead of blocking the reader.
 _INBOX_SIZE = 50_000
 _RESTORE_TIMEOUT_S = 10.0
 _LOOP_PROBE_S = 0.5
 _RETENTION_EVERY_S = 24 * 3600.0
+# Allocations before a young collection (CPython's default is 700).
+_GC_YOUNG_THRESHOLD = 10_000
 # A reconcile round still under way after this long is stuck (its actions time out far sooner):
 # the watchdog pings stop, and systemd restarts the daemon.
 _ROUND_STUCK_AFTER_S = 120.0
+# How long the AMI host's name may take to resolve at start before the link is left to retry it.
+_RESOLVE_TIMEOUT_S = 10.0
+# Resolver answers that mean the name has no address: a configuration error, not an outage.
+_NO_SUCH_NAME = (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+# The events that tell when Asterisk last reloaded (docs/asterisk-ami.md, "Reload and Shutdown"),
+# and the Reload statuses of a reload that did not run: queued until boot completes (1), or
+# refused because another was under way (4).
+_RELOAD_EVENTS: frozenset[EventName] = frozenset({"FullyBooted", "Reload"})
+_RELOAD_NOT_RUN = frozenset({"1", "4"})
+# The same failure of an event consumer is logged at most this often; every one is counted.
+_FAILURE_LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
 class Secrets:
-    """What the daemon reads from credentials at start; never logged."""
+    """What the daemon reads from credentials at start; never logged, never in a repr (the
+    pseudonymiser's key is not in its own)."""
 
-    ami: str
+    ami: str = field(repr=False)
     pseudonymiser: Pseudonymiser | None = None
-    database_dsn: str | None = None
+    database_dsn: str | None = field(default=None, repr=False)
 
 
 class StartupError(Exception):
@@ -61,32 +84,47 @@ class StartupError(Exception):
 
 
 def main(config: Config) -> int:
-    """`hotline run`: exit 0 after SIGTERM/SIGINT, 78 for a secret that cannot be read or a
-    database schema this version does not know."""
+    """`hotline run`: exit 0 after SIGTERM/SIGINT; 78, with one line each, for what the
+    configuration or the host makes impossible at start: a secret that cannot be read, an AMI
+    host name that does not exist, an HTTP address that is in use or not this host's, a spool
+    directory that cannot be made, a database schema this version does not know."""
     logging_setup.configure()
+    raise_open_files_limit()
     try:
         secrets = read_secrets(config)
         asyncio.run(_main(config, secrets))
     except (ConfigError, StartupError) as exc:
         for problem in getattr(exc, "problems", None) or [str(exc)]:
-            print(f"{config.path}: {problem}", file=sys.stderr)
+            print(f"{config.path}: {printable(problem, LINE_CHARS)}", file=sys.stderr)
         return EXIT_CONFIG
     return 0
 
 
+def raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, as far as the kernel allows; daemon_started logs
+    what it got (docs/http.md, "Descriptors")."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def read_secrets(config: Config) -> Secrets:
+    """Every secret, each from a source private to the daemon (ConfigError, exit 78, otherwise);
+    from here on the log scrubs each of them out of whatever it writes."""
     ami = config.ami.secret.read()
+    logging_setup.conceal(ami)
     if config.database is None or config.privacy is None:
         return Secrets(ami)
     path = config.privacy.keys_file
     try:
-        keys = load_keys(path.read_text(encoding="utf-8"), config.privacy.default_country_code)
-    except OSError as exc:
-        raise ConfigError([f"privacy.keys_file: cannot read {path}: {exc.strerror}"]) from None
+        text = read_private_file(path, "privacy.keys_file").decode("utf-8")
+        keys = load_keys(text, config.privacy.default_country_code)
     except (KeyFileError, UnicodeDecodeError) as exc:
         # Never the exception's own text for a decode error: it quotes the bytes.
         reason = str(exc) if isinstance(exc, KeyFileError) else "not UTF-8 text"
         raise ConfigError([f"privacy.keys_file: {path}: {reason}"]) from None
+    logging_setup.conceal(keys.key.hex())
     return Secrets(ami, keys, database_dsn(config))
 
 
@@ -96,7 +134,9 @@ def database_dsn(config: Config) -> str | None:
         return None
     dsn = config.database.dsn
     if config.database.password is not None:
-        dsn = _with_password(dsn, config.database.password.read())
+        password = config.database.password.read()
+        logging_setup.conceal(password)
+        dsn = _with_password(dsn, password)
     return dsn
 
 
@@ -136,6 +176,9 @@ class Daemon:
         # (re)connect found it restarted rather than merely reconnected.
         self._asterisk_started: float | None = None
         self._asterisk_restarted = False
+        self._asterisk_reloaded: float | None = None
+        # Per (consumer, exception, place): when it was last logged, and failures since.
+        self._failures: dict[tuple[str, str, str], tuple[float, int]] = {}
         self.metrics = Metrics(registry, config.roster.queues)
         self.board = QueueBoard({q: s.wrapup_s for q, s in config.service.items()})
         rollover = config.calls.upstream_rollover_after_s
@@ -155,11 +198,14 @@ class Daemon:
         self.store: Store | None = None
         self.ledger: Ledger | None = None
         if config.database is not None and secrets.database_dsn is not None:
-            self.store = Store(
-                secrets.database_dsn,
-                Spool(config.database.spool_dir, config.database.spool_max_bytes),
-                self.metrics.store,
-            )
+            try:
+                spool = Spool(config.database.spool_dir, config.database.spool_max_bytes)
+            except OSError as exc:
+                raise StartupError(
+                    f"database.spool_dir: {config.database.spool_dir} cannot be made private "
+                    f"to the daemon's user (mode 0700): {exc.strerror or exc}"
+                ) from None
+            self.store = Store(secrets.database_dsn, spool, self.metrics.store)
             calls = config.calls
             book = CallBook(
                 abandon_grace_s=calls.abandon_grace_s,
@@ -185,6 +231,7 @@ class Daemon:
             on_change=self.ledger.expect if self.ledger else None,
         )
         self.notifier = Notifier()
+        self._gc_threshold = gc.get_threshold()
         self._reloads: set[asyncio.Task[bool]] = set()
         self._reload_lock = asyncio.Lock()
 
@@ -192,8 +239,7 @@ class Daemon:
         """Each component answers for itself; /readyz lists every reason."""
         providers: list[Readiness] = [self.link.readiness, self.keeper.readiness]
         if self.store is not None:
-            store = self.store
-            providers.append(lambda: [f"call records: {p}"] if (p := store.status()) else [])
+            providers.append(self.store.readiness)
         return providers
 
     async def watch_loop(self) -> None:
@@ -213,6 +259,25 @@ class Daemon:
         if previous is None or self._asterisk_restarted:
             self._asterisk_started = started
             self.metrics.runtime.asterisk_start.set(round(started))
+
+    def _note_reload(self, event: Event) -> None:
+        """When Asterisk last reloaded: a Reload that ran, at its Timestamp; or FullyBooted's
+        LastReload, whole seconds ago, so that only a move of more than 5 s counts (a reconnect
+        must not move it)."""
+        fields = event.fields
+        if event.name == "Reload":
+            if fields.get("Status") in _RELOAD_NOT_RUN:
+                return
+            at = field_number(fields, "Timestamp") or time.time()
+        else:
+            ago = field_number(fields, "LastReload")
+            if ago is None:
+                return
+            at = time.time() - ago
+            if self._asterisk_reloaded is not None and abs(at - self._asterisk_reloaded) <= 5:
+                return
+        self._asterisk_reloaded = at
+        self.metrics.runtime.asterisk_reload.set(at)
 
     def exposition(self) -> bytes:
         return render_metrics(self.metrics.registry, self.flow)
@@ -253,39 +318,82 @@ class Daemon:
                 log.info("retention_purged", rows=deleted, days=days)
             await asyncio.sleep(_RETENTION_EVERY_S)
 
-    def _routes(self) -> dict[str, tuple[Handler, ...]]:
+    def _routes(self) -> Routes:
         """Which consumers each event goes to: one table, so no consumer re-filters the stream."""
         board, now = self.board, time.time
-        consumers: list[tuple[frozenset[str], Handler]] = [
-            (QueueBoard.EVENTS, lambda event: board.feed(event.name, event.fields, now())),
-            (MembershipKeeper.EVENTS, self.keeper.on_event),
+
+        def feed(event: Event) -> None:
+            board.feed(event.name, event.fields, now())
+
+        consumers: list[tuple[EventConsumer, frozenset[str], Handler]] = [
+            ("queues", QueueBoard.EVENTS, feed),
+            ("membership", MembershipKeeper.EVENTS, self.keeper.on_event),
         ]
         if self.ledger is not None:
-            consumers.append((Ledger.EVENTS, self.ledger.on_event))
-        routes: dict[str, tuple[Handler, ...]] = {}
-        for names, handler in consumers:
+            consumers.append(("ledger", Ledger.EVENTS, self.ledger.on_event))
+        consumers.append(("asterisk", _RELOAD_EVENTS, self._note_reload))
+        routes: Routes = {}
+        for consumer, names, handler in consumers:
             for name in names:
-                routes[name] = (*routes.get(name, ()), handler)
+                routes[name] = (*routes.get(name, ()), (consumer, handler))
         return routes
 
     async def consume(self) -> None:
-        """The one consumer of AMI events, in arrival order."""
+        """The one consumer of AMI events, in arrival order. A consumer that raises is counted
+        and logged, and the event still goes to the others; one event in SAMPLE_EVERY is timed."""
         routes = self._routes()
         count = self.metrics.ledger.event_received
+        timed, clock, untimed = self.metrics.consumer.processing_seconds, time.perf_counter, 0
         while True:
             item = await self.inbox.get()
             if self.link.take_overflow():
                 self.keeper.wake("overflow")
             if isinstance(item, Event):
+                untimed += 1
+                started = clock() if untimed == SAMPLE_EVERY else None
                 count(item.name)
-                for handler in routes.get(item.name, ()):
-                    handler(item)
+                for consumer, handler in routes.get(item.name, ()):
+                    try:
+                        handler(item)
+                    except Exception as exc:  # one consumer's bug must stop no other
+                        self._handler_failed(consumer, item, exc)
+                if started is not None:
+                    timed.observe(clock() - started)
+                    untimed = 0
             elif isinstance(item, LinkUp):
                 self.keeper.wake("connect")
                 if item.uptime_s is not None:
                     self._note_boot(item.uptime_s)
             elif isinstance(item, LinkDown):
                 self.keeper.link_down()
+
+    def _handler_failed(self, consumer: EventConsumer, event: Event, exc: Exception) -> None:
+        """Counted, and logged by names and code places only: neither the exception's text nor
+        a traceback, which may quote the event's values. The same failure is logged at most once
+        a minute, with the number of repeats since its last line."""
+        self.metrics.consumer.handler_failed(consumer)
+        # From the handler inwards (the first frame is this loop's), without reading sources.
+        stack = list(traceback.walk_tb(exc.__traceback__))[1:]
+        where = [
+            f"{os.path.basename(frame.f_code.co_filename)}:{line} in {frame.f_code.co_name}"
+            for frame, line in stack[-6:]
+        ]
+        key = (consumer, type(exc).__name__, where[-1] if where else "")
+        now = time.monotonic()
+        logged, repeats = self._failures.get(key, (None, 0))
+        if logged is not None and now - logged < _FAILURE_LOG_EVERY_S:
+            self._failures[key] = (logged, repeats + 1)
+            return
+        self._failures[key] = (now, 0)
+        log.error(
+            "event_handler_failed",
+            consumer=consumer,
+            ami_event=event.name,
+            error=type(exc).__name__,
+            where=where,
+            field_names=sorted(event.fields),
+            repeats=repeats,
+        )
 
     async def announce_ready(self) -> None:
         """READY=1 once AMI is live and the first round ran, or at the first failed connection
@@ -359,8 +467,15 @@ class Daemon:
             return True
 
     async def start(self) -> None:
-        """Phase one: continue what was open when the daemon last stopped."""
+        """Phase one: continue what was open when the daemon last stopped. Then what start-up
+        built (modules, config, restored records) is frozen out of the garbage collector's
+        reach, and young collections run less often: the event path allocates many short-lived
+        objects, and full collections over everything held cost ~130 ms each under load."""
         await self.restore()
+        self._gc_threshold = gc.get_threshold()
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(_GC_YOUNG_THRESHOLD, 10, 10)
 
     async def serve(self, stop: asyncio.Event, started: asyncio.Future[Daemon] | None) -> None:
         """Phase two: every long-running task, until `stop` is set or one of them fails."""
@@ -399,6 +514,9 @@ class Daemon:
                 await self.store.close(self.config.database.flush_timeout_s)
         finally:
             self.notifier.close()
+            # The process is left as it was found (tests run daemons one after another in it).
+            gc.unfreeze()
+            gc.set_threshold(*self._gc_threshold)
 
 
 async def run(
@@ -412,21 +530,58 @@ async def run(
 ) -> None:
     """Run until `stop` is set: start, serve, and stop, the last in a `finally` so that a task
     that fails still has the records in memory flushed."""
+    await resolve_ami_host(config)
     daemon = Daemon(config, secrets, clock, registry or CollectorRegistry())
     try:
         await daemon.start()
         http_at = f"{config.http.host}:{config.http.port}"
-        async with http.serve(
-            config.http.host, config.http.port, daemon.exposition, daemon.readiness()
-        ):
+        async with contextlib.AsyncExitStack() as serving:
+            try:
+                await serving.enter_async_context(
+                    http.serve(
+                        config.http, daemon.exposition, daemon.readiness(), daemon.metrics.http
+                    )
+                )
+            except OSError as exc:  # in use, not an address of this host, a name that is not
+                raise StartupError(
+                    f"http.listen: cannot listen on {http_at}: {_reason(exc)}"
+                ) from None
             log.info(
                 "daemon_started",
                 config=str(config.path),
                 queues=list(config.roster.queues),
                 responders=len(config.roster.responders),
                 http=http_at,
+                open_files_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             )
             await daemon.serve(stop, started)
     finally:
         await daemon.stop()
     log.info("daemon_stopped")
+
+
+async def resolve_ami_host(config: Config) -> None:
+    """At start, an AMI host name that does not exist is a configuration error (StartupError,
+    exit 78). A resolver that does not answer, or a host that does not, is an outage: the link
+    retries it."""
+    host = config.ami.host
+    try:
+        async with asyncio.timeout(_RESOLVE_TIMEOUT_S):
+            await asyncio.get_running_loop().getaddrinfo(
+                host, config.ami.port, type=socket.SOCK_STREAM
+            )
+    except socket.gaierror as exc:
+        if exc.errno in _NO_SUCH_NAME:
+            raise StartupError(f"ami.host: cannot resolve {host!r}: {_reason(exc)}") from None
+        log.warning("ami_host_unresolved", host=host, error=_reason(exc))
+    except UnicodeError:  # an empty or overlong label
+        raise StartupError(f"ami.host: {host!r} is not a valid host name") from None
+    except TimeoutError:
+        log.warning("ami_host_unresolved", host=host, error="the resolver did not answer")
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError in words, without the address or path it may repeat."""
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        return exc.strerror or type(exc).__name__
+    return os.strerror(exc.errno)

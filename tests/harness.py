@@ -9,7 +9,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -52,6 +52,7 @@ class Pbx:
     ami_port: int
     sip_port: int
     state_dir: Path
+    ami_tls_port: int = field(default_factory=free_port)
 
     def env(self) -> dict[str, str]:
         return {
@@ -59,6 +60,7 @@ class Pbx:
             "HOTLINE_PBX_NAME": self.name,
             "HOTLINE_PBX_STATE": str(self.state_dir),
             "HOTLINE_AMI_PORT": str(self.ami_port),
+            "HOTLINE_AMI_TLS_PORT": str(self.ami_tls_port),
             "HOTLINE_SIP_PORT": str(self.sip_port),
         }
 
@@ -94,6 +96,11 @@ class Pbx:
     @property
     def secret(self) -> str:
         return (self.state_dir / "ami-secret").read_text().strip()
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the instance's AMI TLS certificate (deploy/pbx.sh)."""
+        return self.state_dir / "ami-ca.pem"
 
     @property
     def test_secret(self) -> str:
@@ -158,7 +165,16 @@ class SilentObserver:
     def malformed_message(self) -> None:
         pass
 
+    def action_refused(self, reason: str) -> None:
+        pass
+
     def inbox_overflow(self) -> None:
+        pass
+
+    def ping_answered(self, seconds: float) -> None:
+        pass
+
+    def ami_version(self, version: str) -> None:
         pass
 
 

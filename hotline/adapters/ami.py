@@ -3,7 +3,9 @@
 One supervisor task owns the connection: connect, log in, wait for FullyBooted, watch liveness with
 its own Ping, reconnect with capped backoff. Events go, in order, to one asyncio.Queue; actions
 return plain values. panoramisk 1.4's traps (B1 to B10 below) and their workarounds:
-docs/asterisk-ami.md, "panoramisk 1.4 traps".
+docs/asterisk-ami.md, "panoramisk 1.4 traps". With `ami.tls` the connection is TLS, Asterisk's
+certificate checked before the secret is sent, and no action with a line break in a header is
+ever sent: docs/security.md, "AMI transport" and "AMI headers".
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import asyncio
 import codecs
 import contextlib
 import random
+import re
 import socket
+import ssl
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -22,7 +26,7 @@ from panoramisk.actions import Action
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from hotline.config import AmiSettings
+from hotline.config import AmiSettings, AmiTlsSettings, ConfigError
 from hotline.core.ami import (
     ConnectResult,
     DisconnectReason,
@@ -31,11 +35,13 @@ from hotline.core.ami import (
     LinkDown,
     LinkState,
     LinkUp,
+    RefusedReason,
     Reply,
     Result,
     Scrub,
     field_number,
 )
+from hotline.core.health import NotReady
 
 log = structlog.get_logger("hotline.ami")
 
@@ -64,6 +70,10 @@ _SHUTDOWN = "Event: Shutdown"
 # Bytes read per loop turn. asyncio's default (256 KiB, about 400 events) holds the loop for
 # ~20 ms per read under load, starving the store's round trips and the Ping watchdog.
 _READ_BYTES = 32 * 1024
+# A header name as Asterisk writes them; anything else in a malformed block is not logged.
+_HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
+# Characters that would end a header and start another one (docs/security.md, "AMI headers").
+_BREAKS = re.compile(r"[\r\n\0]")
 # Replies that mean "already as you want it" (docs/asterisk-ami.md, "Action replies").
 _ALREADY = ("Unable to add interface: Already there", "Unable to remove interface: Not there")
 
@@ -77,7 +87,10 @@ class Observer(Protocol):
     def action_done(self, action: str, result: Result, seconds: float) -> None: ...
     def message_received(self) -> None: ...
     def malformed_message(self) -> None: ...
+    def action_refused(self, reason: RefusedReason) -> None: ...
     def inbox_overflow(self) -> None: ...
+    def ping_answered(self, seconds: float) -> None: ...
+    def ami_version(self, version: str) -> None: ...
 
 
 class _LinkLost(Exception):
@@ -112,8 +125,10 @@ class _Protocol(AMIProtocol):  # type: ignore[misc]
             if not text:
                 continue
             if text.startswith("Asterisk Call Manager/"):
-                # The banner ends with a single EOL, so it heads the first message's block.
-                _, _, text = text.partition(EOL)
+                # The banner ends with a single EOL, so it heads the first message's block. Its
+                # number is the AMI protocol's version (docs/asterisk-ami.md, "Framing").
+                banner, _, text = text.partition(EOL)
+                self.link.observer.ami_version(banner.partition("/")[2].strip())
                 if not text:
                     continue
             if text.startswith("Event: ") and _FAST not in text and not text.startswith(_SHUTDOWN):
@@ -173,6 +188,8 @@ class AmiLink:
     ) -> None:
         self.settings = settings
         self._secret = secret  # the value settings.secret points to; never logged
+        # Built once, so a CA file that cannot be used stops the start (exit 78).
+        self._tls = tls_context(settings.tls) if settings.tls is not None else None
         self.scrub = scrub
         self.inbox = inbox
         self.observer = observer
@@ -186,13 +203,19 @@ class AmiLink:
         # Set at the first failed connection attempt: starting must not wait on a PBX that is down.
         self.failed_once = asyncio.Event()
 
+    def __repr__(self) -> str:
+        s = self.settings
+        tls = "tls" if self._tls is not None else "tcp"
+        return f"<AmiLink {s.username}@{s.host}:{s.port} {tls} {self.state}>"
+
     @property
     def up(self) -> bool:
         return self.state == "live"
 
-    def readiness(self) -> list[str]:
-        """Why the link cannot carry actions now; empty while it is live."""
-        return [] if self.up else [f"AMI not live ({self.state}): {self.last_error}"]
+    def readiness(self) -> list[NotReady]:
+        """Why the link cannot carry actions now; empty while it is live. Public: the state and
+        the last error are in the log (ami_connect_failed, ami_disconnected), not here."""
+        return [] if self.up else [NotReady.AMI_NOT_LIVE]
 
     def take_overflow(self) -> bool:
         """True once after the inbox overflowed: events were lost and state must be re-read."""
@@ -238,11 +261,22 @@ class AmiLink:
         manager.register_event("*", self._on_event)
         try:
             transport, protocol = await asyncio.wait_for(
-                loop.create_connection(self._protocol_factory, s.host, s.port),
+                loop.create_connection(
+                    self._protocol_factory,
+                    s.host,
+                    s.port,
+                    ssl=self._tls,
+                    server_hostname=s.tls.server_name if s.tls is not None else None,
+                ),
                 timeout=s.action_timeout_s,
             )
         except TimeoutError:
             return self._failed("timeout", "connect timed out")
+        except ssl.SSLError as exc:
+            # Not Asterisk's certificate, or not TLS at all: the secret was not sent
+            # (docs/security.md, "AMI transport").
+            reason = getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
+            return self._failed("tls_failed", f"TLS handshake failed: {reason}")
         except OSError as exc:
             return self._failed("refused", f"connect failed: {exc.strerror or exc}")
         _keepalive(transport.get_extra_info("socket"))
@@ -302,9 +336,13 @@ class AmiLink:
         """Own liveness check: two missed Pings in a row abort the transport
         (docs/asterisk-ami.md, "panoramisk 1.4 traps", B4)."""
         misses = 0
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.settings.ping_interval_s)
+            sent = loop.time()
             reply = await self._send({"Action": "Ping"}, as_list=False, self_timeout=True)
+            if reply.result is Result.SUCCESS:
+                self.observer.ping_answered(loop.time() - sent)
             misses = 0 if reply.result is Result.SUCCESS else misses + 1
             if misses >= 2:
                 log.warning("ami_ping_timeout", misses=misses)
@@ -354,6 +392,18 @@ class AmiLink:
         self, fields: Mapping[str, str], *, as_list: bool | None, self_timeout: bool = False
     ) -> Reply:
         name = fields["Action"]
+        refused = _refusal(fields)
+        if refused is not None:
+            # Whatever its source (the roster, Asterisk's own replies), a value that would end
+            # its header is never sent (docs/security.md, "AMI headers"). Neither it nor its
+            # header's name, if that is not a plain name, reaches the log.
+            header, reason = refused
+            shown = header if _HEADER_NAME.fullmatch(header) else "[invalid name]"
+            action = name if _HEADER_NAME.fullmatch(name) else "[invalid name]"
+            self.observer.action_refused(reason)
+            log.error("ami_action_refused", action=action, header=shown, reason=reason)
+            what = "a line break or NUL" if reason == "crlf" else "text UTF-8 cannot encode"
+            return Reply(Result.ERROR, f"refused, not sent: the {shown} header holds {what}")
         manager = self._manager
         if manager is None or manager.protocol is None:
             return Reply(Result.DISCONNECTED, self.last_error)
@@ -408,7 +458,12 @@ class AmiLink:
             self.last_error = ""
             self.observer.connect_attempt("success")
             self.observer.link_up(True)
-            log.info("ami_live", host=self.settings.host, port=self.settings.port)
+            log.info(
+                "ami_live",
+                host=self.settings.host,
+                port=self.settings.port,
+                tls=self._tls is not None,
+            )
             self._deliver(LinkUp(uptime))
 
     def _deliver(self, item: Inbound) -> None:
@@ -420,9 +475,43 @@ class AmiLink:
 
     def malformed(self, text: str) -> None:
         self.observer.malformed_message()
-        # Only the header names: values may carry a caller's number.
-        keys = [line.partition(":")[0][:40] for line in text.split(EOL)[:8]]
-        log.warning("ami_malformed_message", header_names=keys, size=len(text))
+        # No text of the block at all: a line without a colon may be a caller's number or name.
+        # Only the names of its first "Name: value" lines that look like header names, and sizes.
+        lines = text.split(EOL)
+        heads = [line.partition(": ") for line in lines[:8]]
+        log.warning(
+            "ami_malformed_message",
+            header_names=[name for name, sep, _ in heads if sep and _HEADER_NAME.fullmatch(name)],
+            lines=len(lines),
+            size=len(text),
+        )
+
+
+def tls_context(tls: AmiTlsSettings) -> ssl.SSLContext:
+    """A client context that trusts the CA in `tls.ca_file` alone and checks that Asterisk's
+    certificate names `tls.server_name`; a ConfigError if the file cannot be used."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
+    except OSError as exc:  # ssl.SSLError included: not a PEM certificate
+        reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        raise ConfigError([f"ami.tls.ca_file: cannot use {tls.ca_file}: {reason}"]) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _refusal(fields: Mapping[str, str]) -> tuple[str, RefusedReason] | None:
+    """The first header whose name or value cannot be sent as it is, and why: panoramisk writes
+    UTF-8, and logs the whole action, Secret included, when it cannot encode one."""
+    for key, value in fields.items():
+        for text in (key, value):
+            if _BREAKS.search(text):
+                return key, "crlf"
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return key, "unencodable"
+    return None
 
 
 def _reply(message: Message | list[Message], scrub: Scrub) -> Reply:

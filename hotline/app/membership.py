@@ -19,6 +19,7 @@ import structlog
 from hotline.core import reconcile, roster
 from hotline.core.ami import Event, EventName, Reply, Result
 from hotline.core.clock import Clock
+from hotline.core.health import NotReady
 from hotline.core.presence import MemberChange
 from hotline.core.reconcile import Action, Add, Remove, RoundResult, SetPenalty, Trigger
 from hotline.core.records import JoinReason, LeaveReason
@@ -45,6 +46,7 @@ class Link(Protocol):
 
 
 class Observer(Protocol):
+    def round_woken(self, triggers: set[Trigger]) -> None: ...
     def round_done(self, result: RoundResult, seconds: float, synced: bool) -> None: ...
     def membership(
         self,
@@ -102,11 +104,12 @@ class MembershipKeeper:
         self._expected: Counter[tuple[str, str]] = Counter()
         self._leaving: set[tuple[str, str]] = set()
 
-    def readiness(self) -> list[str]:
-        """Why membership may differ from the roster now; a link that is down says so itself."""
+    def readiness(self) -> list[NotReady]:
+        """Why membership may differ from the roster now; a link that is down says so itself.
+        Public: what failed (`last_problem`) is in the log, not here."""
         if self.in_sync or not self.link.up:
             return []
-        return [f"membership not in sync: {self.last_problem}"]
+        return [NotReady.MEMBERSHIP_NOT_IN_SYNC]
 
     def replace_roster(self, rost: roster.Roster, resync_interval_s: float) -> None:
         """Take a new roster (a reloaded configuration) at the next round, on the same link."""
@@ -152,6 +155,7 @@ class MembershipKeeper:
                 self._triggers.add("periodic")
             self._wake.clear()
             triggers, self._triggers = self._triggers, set()
+            self.observer.round_woken(triggers)
             started = loop.time()
             if not self.link.up:
                 self.observer.round_done("skipped", 0.0, synced=False)

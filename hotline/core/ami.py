@@ -29,8 +29,13 @@ ActionName = Literal[
 ]  # fmt: skip
 # Where a link is in its life: only "live" (logged in, Asterisk fully booted) carries actions.
 LinkState = Literal["disconnected", "connecting", "authenticating", "waiting_fullybooted", "live"]
-# How a connection attempt ended.
-ConnectResult = Literal["success", "timeout", "refused", "auth_failed", "disconnected"]
+# How a connection attempt ended ("tls_failed": the TLS handshake, or Asterisk's certificate).
+ConnectResult = Literal[
+    "success", "timeout", "refused", "tls_failed", "auth_failed", "disconnected"
+]  # fmt: skip
+# Why an action was refused before it was sent: a CR, LF or NUL in a header's name or value
+# would end the header and start another one; a lone surrogate cannot be encoded as UTF-8.
+RefusedReason = Literal["crlf", "unencodable"]
 # Why a live link ended: Asterisk's Shutdown event, the peer closed, two missed Pings, our close.
 DisconnectReason = Literal["shutdown_event", "eof", "ping_timeout", "local"]
 

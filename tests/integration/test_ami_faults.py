@@ -37,8 +37,17 @@ class Recorder:
     def malformed_message(self) -> None:
         self.counts["malformed"] += 1
 
+    def action_refused(self, reason: str) -> None:
+        self.counts[f"refused:{reason}"] += 1
+
     def inbox_overflow(self) -> None:
         self.counts["overflow"] += 1
+
+    def ping_answered(self, seconds: float) -> None:
+        self.counts["ping_answered"] += 1
+
+    def ami_version(self, version: str) -> None:
+        self.counts[f"ami_version:{version}"] += 1
 
 
 @pytest.fixture

@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from hotline.config import parse_config
+from hotline.core.privacy import load_keys
+from hotline.daemon import Daemon, Secrets
+from tests.harness import REPO, ManualClock
 from tests.prom import (
     ALERT_RULES,
     DASHBOARD,
@@ -38,11 +45,16 @@ RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
 # _bucket, _sum and _count; counters are listed with their _total.
 GAUGES = {
     "hotline_asterisk_start_timestamp_seconds",
+    "hotline_asterisk_reload_timestamp_seconds",
+    "hotline_asterisk_info",
+    "hotline_ami_ping_rtt_seconds",
     "hotline_event_queue_depth",
     "hotline_queue_callers",
     "hotline_queue_longest_wait_seconds",
     "hotline_queue_members",
     "hotline_queue_members_logged_in",
+    "hotline_queue_members_leaving",
+    "hotline_queue_members_foreign",
     "hotline_shift_members_scheduled",
     "hotline_queue_membership_drift",
     "hotline_queue_info",
@@ -56,6 +68,8 @@ GAUGES = {
     "hotline_db_backlog_age_seconds",
     "hotline_spool_bytes",
     "hotline_build_info",
+    "hotline_http_connections",
+    "hotline_http_connections_max",
 }
 COUNTERS = {
     "hotline_queue_calls_offered_total",
@@ -66,13 +80,22 @@ COUNTERS = {
     "hotline_ami_connect_attempts_total",
     "hotline_ami_disconnects_total",
     "hotline_ami_actions_total",
+    "hotline_ami_actions_refused_total",
     "hotline_ami_malformed_messages_total",
     "hotline_reconcile_rounds_total",
+    "hotline_reconcile_triggers_total",
+    "hotline_event_handler_errors_total",
     "hotline_events_received_total",
     "hotline_events_dropped_total",
     "hotline_db_write_errors_total",
     "hotline_db_rows_written_total",
     "hotline_db_duplicates_total",
+    "hotline_records_dead_lettered_total",
+    "hotline_event_queue_overflows_total",
+    "hotline_config_reloads_total",
+    "hotline_watchdog_notifications_total",
+    "hotline_http_connections_shed_total",
+    "hotline_http_accept_errors_total",
 }
 HISTOGRAMS = {
     "hotline_queue_wait_seconds",
@@ -81,6 +104,7 @@ HISTOGRAMS = {
     "hotline_reconcile_round_duration_seconds",
     "hotline_event_lag_seconds",
     "hotline_event_loop_lag_seconds",
+    "hotline_event_processing_seconds",
     "hotline_db_write_duration_seconds",
 }
 EXPORTED = (
@@ -104,6 +128,7 @@ DOCUMENTED_ALERTS = {
     "HotlineEventLagHigh",
     "HotlineDBBacklog",
     "HotlineRecordsDropped",
+    "HotlineRecordsDeadLettered",
     "HotlineMembershipDrift",
     "HotlineDaemonFlapping",
     "HotlineTargetDown",
@@ -174,6 +199,38 @@ def test_the_rules_pass_their_promtool_unit_tests(test_file: Path) -> None:
 
 def test_there_are_promtool_unit_tests_for_both_rule_files() -> None:
     assert {p.name for p in RULE_TESTS} == {"alert-rules.test.yml", "recording-rules.test.yml"}
+
+
+# -- what the daemon exports ------------------------------------------------------------------
+
+
+async def test_the_daemon_exports_exactly_the_families_listed_here_and_documented(
+    tmp_path: Path,
+) -> None:
+    """A daemon with call recording on, built but not run (no PBX, no Postgres): the families
+    of its exposition are the list above, and those docs/metrics.md's catalogue names."""
+    keys = tmp_path / "caller-keys"
+    keys.write_text(f"1:{secrets.token_hex(32)}\n")
+    keys.chmod(0o600)
+    config = parse_config(
+        "ami: {host: 127.0.0.1, port: 5038, username: hotline, secret_env: UNUSED}\n"
+        f"database: {{dsn: 'postgresql://hotline@127.0.0.1/hotline', spool_dir: {tmp_path}/s}}\n"
+        f"privacy: {{keys_file: {keys}}}\n"
+        "timezone: UTC\nqueues: {crisis: {}}\nresponders: {}\n",
+        tmp_path / "hotline.yaml",
+    )
+    unused = Secrets("unused", load_keys(keys.read_text()), "postgresql://hotline@127.0.0.1/x")
+    daemon = Daemon(config, unused, ManualClock(datetime.now(UTC)), CollectorRegistry())
+    families = dict(re.findall(r"^# TYPE (hotline_\w+) (\w+)$", daemon.exposition().decode(), re.M))
+    exported = {
+        f"{name}{suffix}"
+        for name, kind in families.items()
+        for suffix in (("_bucket", "_sum", "_count") if kind == "histogram" else ("",))
+    }
+    assert exported == EXPORTED, f"unlisted: {exported - EXPORTED}, gone: {EXPORTED - exported}"
+    text = (REPO / "docs" / "metrics.md").read_text()
+    catalogue = text[text.index("## Metric catalogue") : text.index("## Service level")]
+    assert set(re.findall(r"\bhotline_\w*[a-z]", catalogue)) == set(families)
 
 
 # -- the rules themselves -----------------------------------------------------------------

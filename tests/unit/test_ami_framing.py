@@ -13,6 +13,7 @@ class Sink:
     def __init__(self) -> None:
         self.events: list[dict[str, str]] = []
         self.malformed_count = 0
+        self.versions: list[str] = []
         self.observer = self
 
     def dispatch(self, message: Any) -> None:
@@ -23,6 +24,9 @@ class Sink:
 
     def message_received(self) -> None:
         pass
+
+    def ami_version(self, version: str) -> None:
+        self.versions.append(version)
 
     def malformed(self, _text: str) -> None:
         self.malformed_count += 1
@@ -45,6 +49,7 @@ async def test_a_utf8_character_split_across_two_reads_arrives_whole() -> None:
     assert sink.events == []
     p.data_received(b"\xab M\xc3\xbcller\r\n\r\n")
     assert [e["MemberName"] for e in sink.events] == ["Zoë Müller"]
+    assert sink.versions == ["11.0.0"]  # the banner's AMI version, reported once
 
 
 async def test_invalid_utf8_is_replaced_not_dropped_and_the_message_still_counts() -> None:

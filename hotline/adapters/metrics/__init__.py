@@ -3,8 +3,9 @@
 One module per concern, each observer implementing the one protocol its component reports to:
 `link` (the AMI link), `membership` (the membership keeper), `ledger` (the call ledger), `store`
 (the Postgres store), `dropped` (records lost, shared by the last two), `runtime` (the daemon
-itself); `flow` counts and renders the call flow, and `queues` computes queue state at scrape
-time. Labels come only from small fixed sets: never a caller, a call or free text.
+itself), `consumer` (the daemon's event consumer), `http` (the HTTP listener); `flow` counts and
+renders the call flow, and `queues` computes queue state at scrape time. Labels come only from
+small fixed sets: never a caller, a call or free text.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 
+from hotline.adapters.metrics.consumer import ConsumerMetrics
 from hotline.adapters.metrics.dropped import dropped_counter
 from hotline.adapters.metrics.flow import CallFlow
+from hotline.adapters.metrics.http import HttpMetrics
 from hotline.adapters.metrics.ledger import LedgerMetrics
 from hotline.adapters.metrics.link import LinkMetrics
 from hotline.adapters.metrics.membership import MembershipMetrics
@@ -24,6 +27,8 @@ from hotline.adapters.metrics.store import StoreMetrics
 
 __all__ = [
     "CallFlow",
+    "ConsumerMetrics",
+    "HttpMetrics",
     "LedgerMetrics",
     "LinkMetrics",
     "MembershipMetrics",
@@ -44,11 +49,13 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, queues: Iterable[str]) -> None:
         self.registry = registry
         self.runtime = RuntimeMetrics(registry)
+        self.consumer = ConsumerMetrics(registry)
         self.membership = MembershipMetrics(registry, queues)
         self.link = LinkMetrics(registry, synced=self.membership.synced)
         dropped = dropped_counter(registry)
         self.ledger = LedgerMetrics(registry, dropped)
         self.store = StoreMetrics(registry, dropped)
+        self.http = HttpMetrics(registry)
 
 
 def render_metrics(registry: CollectorRegistry, flow: CallFlow) -> bytes:

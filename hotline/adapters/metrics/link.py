@@ -1,19 +1,23 @@
 """The AMI link: up, connection attempts and disconnects, actions and their round-trip time, the
-last message received, malformed messages and inbox overflows. LinkMetrics is the observer
+last message received, malformed messages, actions refused before sending, inbox overflows, the
+watchdog Ping's round trip and the AMI version Asterisk announces. LinkMetrics is the observer
 `hotline.adapters.ami.AmiLink` reports to."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from hotline.core.ami import ActionName, ConnectResult, DisconnectReason, Result
+from hotline.core.ami import ActionName, ConnectResult, DisconnectReason, RefusedReason, Result
 
 # Actions we send keep their name; anything else is "other", so the label set stays bounded.
 ActionLabel = Literal[ActionName, "other"]
 _ACTION_LABEL: dict[str, ActionLabel] = {name: name for name in get_args(ActionName)}
+# What a version label may hold; anything else in the banner is "unknown".
+_VERSION = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,4}){0,3}")
 
 
 class LinkMetrics:
@@ -49,6 +53,14 @@ class LinkMetrics:
             "AMI messages that could not be parsed or matched, dropped",
             registry=r,
         )
+        self.refused = Counter(
+            "hotline_ami_actions_refused",
+            "AMI actions refused before sending: a header with a line break or NUL, or unencodable",
+            ["reason"],
+            registry=r,
+        )
+        for refused in get_args(RefusedReason):
+            self.refused.labels(refused)
         self.inbox_overflows = Counter(
             "hotline_event_queue_overflows",
             "AMI events lost because the event queue was full (each forces a resync)",
@@ -67,6 +79,18 @@ class LinkMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.ping_rtt = Gauge(
+            "hotline_ami_ping_rtt_seconds",
+            "Round trip of the last watchdog Ping Asterisk answered",
+            registry=r,
+        )
+        self.asterisk_info = Gauge(
+            "hotline_asterisk_info",
+            "1, labelled with the AMI protocol version in Asterisk's banner (not Asterisk's own)",
+            ["ami_version"],
+            registry=r,
+        )
+        self._ami_version: str | None = None
 
     def connect_attempt(self, result: str) -> None:
         self.connect_attempts.labels(result).inc()
@@ -91,5 +115,19 @@ class LinkMetrics:
     def malformed_message(self) -> None:
         self.malformed.inc()
 
+    def action_refused(self, reason: str) -> None:
+        self.refused.labels(reason).inc()
+
     def inbox_overflow(self) -> None:
         self.inbox_overflows.inc()
+
+    def ping_answered(self, seconds: float) -> None:
+        self.ping_rtt.set(seconds)
+
+    def ami_version(self, version: str) -> None:
+        # One series, for the Asterisk the link last reached.
+        label = version if _VERSION.fullmatch(version) else "unknown"
+        if label != self._ami_version:
+            self.asterisk_info.clear()
+            self.asterisk_info.labels(label).set(1)
+            self._ami_version = label

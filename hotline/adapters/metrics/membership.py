@@ -1,6 +1,6 @@
-"""Queue membership against the roster: reconcile rounds and their duration, whether Asterisk's
-state is in sync, and per queue the members scheduled, missing or unexpected, leaving after
-their call, and not ours. MembershipMetrics is the observer
+"""Queue membership against the roster: reconcile rounds, what woke them and their duration,
+whether Asterisk's state is in sync, and per queue the members scheduled, missing or unexpected,
+leaving after their call, and not ours. MembershipMetrics is the observer
 `hotline.app.membership.MembershipKeeper` reports to."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from hotline.core.reconcile import RoundResult
+from hotline.core.reconcile import RoundResult, Trigger
 
 DriftKind = Literal["missing", "unexpected"]
 
@@ -29,6 +29,13 @@ class MembershipMetrics:
         )
         for result in get_args(RoundResult):
             self.rounds.labels(result)
+        self.triggers = Counter(
+            "hotline_reconcile_triggers",
+            "What woke reconcile rounds: a round woken by several counts once under each",
+            ["trigger"],
+            registry=r,
+        )
+        self._triggers = {t: self.triggers.labels(t) for t in get_args(Trigger)}
         self.round_seconds = Histogram(
             "hotline_reconcile_round_duration_seconds",
             "Time for one reconcile round: read state, plan, apply",
@@ -61,6 +68,10 @@ class MembershipMetrics:
                 gauge.labels(q)
             for kind in get_args(DriftKind):
                 self.drift.labels(q, kind)
+
+    def round_woken(self, triggers: set[Trigger]) -> None:
+        for trigger in triggers:
+            self._triggers[trigger].inc()
 
     def round_done(self, result: RoundResult, seconds: float, synced: bool) -> None:
         self.rounds.labels(result).inc()

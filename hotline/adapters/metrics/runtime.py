@@ -1,5 +1,5 @@
 """The daemon's own health: build, process and Python runtime, event-loop lag, the depth of the AMI
-event inbox, and when Asterisk last started. The daemon sets these directly."""
+event inbox, and when Asterisk last started and last reloaded. The daemon sets these directly."""
 
 from __future__ import annotations
 
@@ -57,6 +57,12 @@ class RuntimeMetrics:
         self.asterisk_start = Gauge(
             "hotline_asterisk_start_timestamp_seconds",
             "When Asterisk last started, from FullyBooted's Uptime (kept across reconnects)",
+            registry=r,
+        )
+        self.asterisk_reload = Gauge(
+            "hotline_asterisk_reload_timestamp_seconds",
+            "When Asterisk last reloaded (its start if never), from FullyBooted's LastReload "
+            "and the Reload event",
             registry=r,
         )
 
