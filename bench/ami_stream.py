@@ -1,6 +1,7 @@
 """Benchmark support for bench/recording.py: a synthetic app_queue event stream in Asterisk 22's
-wire format (asterisk-ami.md §3, §4), and a fake AMI server that replays it (at full speed or at a
-set rate) from a process of its own, noting when it handed each sampled AgentComplete to the kernel.
+wire format (docs/asterisk-ami.md, "Queue events"), and a fake AMI server that replays it (at full
+speed or at a set rate) from a process of its own, noting when it handed each sampled
+AgentComplete to the kernel.
 
 Per call: answered (75 %): QueueCallerJoin, AgentCalled, DialEnd NOANSWER, AgentRingNoAnswer,
 AgentCalled (a second responder), QueueCallerLeave, AgentConnect, QueueMemberStatus (in use),
@@ -344,14 +345,16 @@ def _reply(action_id: str, **fields: str) -> bytes:
 
 
 class _Server:
-    """Banner, Login, FullyBooted and Ping, as Asterisk answers them; after login, the stream."""
+    """Banner, Login, FullyBooted and Ping, as Asterisk answers them; after the first login on
+    each connection, the stream (the benchmark connects once per measurement: the pipeline and
+    each baseline read the same bytes)."""
 
     def __init__(self, stream: Stream, conn: Connection, rate: float | None) -> None:
         self.plan = stream.plan
         self.chunks = chunked(stream, PACED_CHUNK if rate else FULL_SPEED_CHUNK)
         self.conn = conn
         self.rate = rate
-        self.replay: asyncio.Task[None] | None = None
+        self.replays: list[asyncio.Task[None]] = []
         self.writers: list[asyncio.StreamWriter] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -359,6 +362,7 @@ class _Server:
         # drain() then returns only once every byte written is in the kernel's socket buffer.
         writer.transport.set_write_buffer_limits(high=0, low=0)
         writer.write(f"Asterisk Call Manager/11.0.0{EOL}".encode())
+        replaying = False
         try:
             while True:
                 block = await reader.readuntil((EOL + EOL).encode())
@@ -370,8 +374,9 @@ class _Server:
                     booted = _fields(Uptime=3600, LastReload=3600, Status="Fully Booted")
                     writer.write(_event("FullyBooted", "system", time.time(), booted).encode())
                     await writer.drain()
-                    if self.replay is None:
-                        self.replay = asyncio.create_task(self._replay(writer))
+                    if not replaying:
+                        replaying = True
+                        self.replays.append(asyncio.create_task(self._replay(writer)))
                 elif action == "Ping":
                     # No drain: the replay may be waiting in one; this goes out after its chunk.
                     writer.write(_reply(action_id, Ping="Pong", Timestamp=f"{time.time():.6f}"))
@@ -408,7 +413,7 @@ async def _serve(conn: Connection, stream: Stream, rate: float | None) -> None:
     listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
     port = int(listener.sockets[0].getsockname()[1])
     conn.send(("ready", port, stream.plan))
-    # Serve until the benchmark says stop (it reads the replay's result first).
+    # Serve until the benchmark says stop (it reads each replay's result first).
     await asyncio.to_thread(conn.recv)
     listener.close()
     for writer in server.writers:
@@ -418,7 +423,7 @@ async def _serve(conn: Connection, stream: Stream, rate: float | None) -> None:
 def serve_in_process(
     conn: Connection, events: int, seed: int, sample_every: int, rate: float | None
 ) -> None:
-    """multiprocessing target: generate the stream, listen on loopback, replay it once logged in
-    (at full speed, or at `rate` events/s)."""
+    """multiprocessing target: generate the stream, listen on loopback, replay it to each
+    connection once logged in (at full speed, or at `rate` events/s)."""
     stream = generate(events, seed, sample_every)
     asyncio.run(_serve(conn, stream, rate))

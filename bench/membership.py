@@ -51,6 +51,7 @@ async def one_run(pbx: Pbx, workdir: Path) -> float:
         assert await ami.members("crisis") == []
         secret_file = workdir / "ami-secret"
         secret_file.write_text(pbx.secret)
+        secret_file.chmod(0o600)
         config = parse_config(roster_yaml(secret_file, pbx.ami_port), workdir / "hotline.yaml")
         stop = asyncio.Event()
         started: asyncio.Future[daemon.Daemon] = asyncio.get_running_loop().create_future()

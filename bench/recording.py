@@ -5,6 +5,15 @@ Run as root: `python -m bench.recording` (it creates and destroys a Postgres clu
 the pipeline, `--help` for the rest). Targets: at least 20,000 events/s, and a p99 latency from
 an AgentComplete written by the server to the commit of the row with its outcome under 250 ms.
 
+Absolute rates depend on the machine and on what else it runs, so every full-speed run also
+measures its own baselines (bench/baseline.py) in this process, on the same bytes over the same
+loopback socket, before and after the pipeline: panoramisk 1.4's own parser (a stock Manager
+counting every event in a callback) and a bare `StreamReader.readuntil(b"\r\n\r\n")` split.
+It prints the ratio pipeline / panoramisk parse rate beside the absolute figures; the target for
+the whole pipeline (parse, pseudonymise, fold, store) is at least 0.7 of the library's bare parse.
+The ratio is also given by CPU per event (panoramisk's us/event over the pipeline's), which is
+less sensitive to other processes competing for the cores during one of the windows.
+
 What runs where (on a 2-core machine, three kinds of process compete for the cores):
 - this process is the pipeline, and nothing else while timed: one asyncio loop running the
   daemon's own components, built by `hotline.daemon.Daemon` from a configuration that turns
@@ -57,18 +66,19 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from bench.ami_stream import QUEUE, RESPONDERS, Plan, Replayed, serve_in_process
+from bench.baseline import Baseline, Reading, read_once
 from hotline.adapters import log as logging_setup
 from hotline.adapters.clock import SystemClock
-from hotline.adapters.store.spool import Spool
-from hotline.adapters.store.writer import Record, Store, StoreObserver, migrate
+from hotline.adapters.store import Spool, Store, StoreObserver, migrate
 from hotline.config import parse_config
 from hotline.core.ami import Event, Inbound
-from hotline.core.calls import CallRecord
+from hotline.core.records import CallRecord, Record
 from hotline.daemon import Daemon, read_secrets
 from tests.pg import PgCluster
 
 TARGET_EVENTS_S = 20_000
 TARGET_P99_S = 0.250
+TARGET_RATIO = 0.7  # of panoramisk's own parse rate, measured in the same run
 DEADLINE_S = 150.0
 
 
@@ -145,12 +155,15 @@ class Measured:
     overflows: float
     disconnects: float
     profile: str
+    load: tuple[float, float]  # os.getloadavg()[0] at the start and at the end of the window
 
 
 def config_yaml(workdir: Path, port: int, dsn: str) -> str:
     """A configuration that turns recording on, with the stream's responders on duty."""
     (workdir / "ami-secret").write_text("bench\n")
     (workdir / "caller-keys").write_text(f"7:{secrets.token_hex(32)}\n")
+    (workdir / "ami-secret").chmod(0o600)
+    (workdir / "caller-keys").chmod(0o600)
     responders = "\n".join(
         f"  r-{i:03d}: {{name: R{i}, interface: PJSIP/{2000 + i}, queues: {{{QUEUE}: 0}}}}"
         for i in range(RESPONDERS)
@@ -216,7 +229,7 @@ async def measure(
     store = _CommitClock(
         dsn,
         Spool(config.database.spool_dir, config.database.spool_max_bytes),
-        daemon.metrics,
+        daemon.metrics.store,
         samples=samples,
         calls=plan.calls,
     )
@@ -227,6 +240,7 @@ async def measure(
     profiler = cProfile.Profile() if profile else None
     async with asyncio.TaskGroup() as tasks:
         pg_cpu = _pg_cpu_s(postmaster)
+        load = os.getloadavg()[0]
         cpu = time.process_time()
         if profiler is not None:
             profiler.enable()
@@ -245,9 +259,10 @@ async def measure(
             profiler.disable()
         cpu = time.process_time() - cpu
         pg_cpu = _pg_cpu_s(postmaster) - pg_cpu
+        loads = (load, os.getloadavg()[0])
         for task in running:
             task.cancel()
-    await store.close()
+    await store.close(config.database.flush_timeout_s)
     loop.remove_reader(conn.fileno())
     result = replayed.result() if replayed.done() else None
     latency: list[tuple[float, float, float]] = []
@@ -283,6 +298,7 @@ async def measure(
             for reason in ("eof", "ping_timeout", "shutdown_event", "protocol_error")
         ),
         profile=text,
+        load=loads,
     )
 
 
@@ -294,7 +310,13 @@ def _q(values: list[float], q: float) -> str:
     return f"{ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000:,.0f} ms"
 
 
-def report(m: Measured, stored: dict[str, int], server_pid: int | None) -> bool:
+def report(
+    m: Measured,
+    stored: dict[str, int],
+    server_pid: int | None,
+    baselines: dict[str, Baseline],
+    passes: int,
+) -> bool:
     """Print the result block; True if the run completed and every call is in Postgres."""
     p = m.plan
     pace = "full speed" if m.rate is None else f"paced at {m.rate:,.0f} events/s"
@@ -306,6 +328,10 @@ def report(m: Measured, stored: dict[str, int], server_pid: int | None) -> bool:
     print(
         f"  processes    pipeline: pid {os.getpid()}, one asyncio loop (measured);"
         f" fake AMI server: pid {server_pid}; Postgres: its own cluster; {os.cpu_count()} cores"
+    )
+    print(
+        f"  machine      1-minute load average {m.load[0]:.2f} at the start of the timed window,"
+        f" {m.load[1]:.2f} at its end, on {os.cpu_count()} cores (this benchmark adds about 1)"
     )
     if m.replayed is None or m.done_at is None:
         print(
@@ -332,6 +358,8 @@ def report(m: Measured, stored: dict[str, int], server_pid: int | None) -> bool:
         f"  throughput   {rate:,.0f} events/s, {p.calls / elapsed:,.0f} calls/s,"
         f" {p.size_bytes / 1e6 / elapsed:.1f} MB/s  ({verdict})"
     )
+    if baselines:
+        _report_baselines(baselines, passes, rate, m.cpu_s / p.events * 1e6)
     verdict = "met" if p99 < TARGET_P99_S else "NOT met"
     print(
         f"  latency      AgentComplete written -> its row committed, {len(total)} calls:"
@@ -376,6 +404,54 @@ def report(m: Measured, stored: dict[str, int], server_pid: int | None) -> bool:
     return ok
 
 
+def _report_baselines(
+    baselines: dict[str, Baseline], passes: int, rate: float, cpu_us: float
+) -> None:
+    print(
+        f"  baselines    the same stream over the same socket, read by this process"
+        f" ({passes} pass{'es' if passes > 1 else ''} each before and after the pipeline;"
+        " mean, range):"
+    )
+    labels = {
+        "panoramisk": "panoramisk 1.4 parse (stock Manager, every event to a callback)",
+        "readuntil": 'bare StreamReader.readuntil(b"\\r\\n\\r\\n") split',
+    }
+    for name, baseline in baselines.items():
+        print(
+            f"    {labels[name]}: {baseline.rate:,.0f} events/s ({baseline.spread()}),"
+            f" {baseline.cpu_us:.1f} us/event of CPU"
+        )
+    parse = baselines.get("panoramisk")
+    if parse is not None:
+        ratio = rate / parse.rate
+        verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
+        print(
+            f"  ratio        pipeline / panoramisk parse: {ratio:.2f} by rate"
+            f" (target >= {TARGET_RATIO}: {verdict}), {parse.cpu_us / cpu_us:.2f} by CPU per event"
+        )
+    split = baselines.get("readuntil")
+    if split is not None:
+        print(
+            f"               pipeline / readuntil split: {rate / split.rate:.2f} by rate,"
+            f" {split.cpu_us / cpu_us:.2f} by CPU per event"
+        )
+        if parse is not None:
+            print(
+                f"               panoramisk parse / readuntil split: {parse.rate / split.rate:.2f}"
+                f" by rate, {split.cpu_us / parse.cpu_us:.2f} by CPU per event"
+            )
+
+
+def _baseline_passes(
+    order: tuple[str, ...], passes: int, port: int, plan: Plan, conn: Connection
+) -> dict[str, list[Reading]]:
+    readings: dict[str, list[Reading]] = {name: [] for name in order}
+    for _ in range(passes):
+        for name in order:
+            readings[name].append(read_once(name, port, plan, conn))
+    return readings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.recording", description=(__doc__ or "").split("\n\n")[0]
@@ -385,7 +461,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=int, default=50, help="answered calls per sample")
     parser.add_argument("--seed", type=int, default=988)
     parser.add_argument("--profile", action="store_true", help="cProfile the pipeline (slower)")
+    parser.add_argument(
+        "--baselines",
+        type=int,
+        default=1,
+        metavar="N",
+        help="passes of each same-run baseline before and after the pipeline (1; 0: none;"
+        " none when paced)",
+    )
     args = parser.parse_args(argv)
+    passes = 0 if args.rate else max(0, args.baselines)
     logging_setup.configure(level="warning")
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
@@ -408,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         _, port, plan = ours.recv()
         postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+        # Baselines bracket the pipeline, in mirrored order, so a drift in the machine's load
+        # during the run weighs on both sides of the ratio.
+        before = _baseline_passes(("panoramisk", "readuntil"), passes, port, plan, ours)
         with tempfile.TemporaryDirectory(prefix="hotline-bench-") as workdir:
             measured = asyncio.run(
                 measure(
@@ -421,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
                     profile=args.profile,
                 )
             )
+        after = _baseline_passes(("readuntil", "panoramisk"), passes, port, plan, ours)
+        baselines = {
+            name: Baseline(name, (*before[name], *after[name]))
+            for name in ("panoramisk", "readuntil")
+            if before[name]
+        }
         rows = cluster.psql(
             "SELECT outcome, count(*) FROM hotline.calls WHERE outcome IS NOT NULL GROUP BY 1",
             "hotline",
@@ -428,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         stored = {
             name: int(n) for name, n in (line.split("|") for line in rows.split() if "|" in line)
         }
-        ok = report(measured, stored, server.pid)
+        ok = report(measured, stored, server.pid, baselines, passes)
     finally:
         ours.send("stop")
         server.join(10)

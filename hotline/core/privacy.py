@@ -2,12 +2,12 @@
 allow-list of AMI fields survives, before an event is queued, logged, spooled or stored.
 
 Pseudonym: "k<key id>:" + base32(HMAC-SHA256(key, "hotline-cid-v1|" + E.164))[:26] — keyed, so it
-cannot be reversed by hashing every phone number (docs metrics-kpis-ops.md §9.3).
+cannot be reversed by hashing every phone number
+(docs/data-model.md, "Why keyed, and what a key leak means").
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -34,6 +34,22 @@ WITHHELD = frozenset({"", "<unknown>", "unknown", "anonymous", "restricted", "pr
 _CAMPAIGN_VAR = "HOTLINE_CAMPAIGN="
 _NOT_DIGITS = re.compile(r"[^0-9]")
 _RECENT = 512
+_DOMAIN = b"hotline-cid-v1|"
+_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648's alphabet, as base64.b32encode's
+_BASE32_PAIRS = tuple(a + b for a in _BASE32 for b in _BASE32)  # 10 bits -> two characters
+
+
+def _base32_26(digest: bytes) -> str:
+    """base64.b32encode(digest[:20]).decode()[:26], from the 130 bits it encodes (the first 17
+    bytes less their last 6 bits), 10 at a time, without b32encode's pure-Python byte loop."""
+    n = int.from_bytes(digest[:17], "big") >> 6
+    t = _BASE32_PAIRS
+    return (
+        t[n >> 120] + t[n >> 110 & 1023] + t[n >> 100 & 1023] + t[n >> 90 & 1023]
+        + t[n >> 80 & 1023] + t[n >> 70 & 1023] + t[n >> 60 & 1023] + t[n >> 50 & 1023]
+        + t[n >> 40 & 1023] + t[n >> 30 & 1023] + t[n >> 20 & 1023] + t[n >> 10 & 1023]
+        + t[n & 1023]
+    )  # fmt: skip
 
 
 class KeyFileError(ValueError):
@@ -45,9 +61,17 @@ class Pseudonymiser:
     key_id: str
     key: bytes = field(repr=False)
     default_country_code: str = "1"
-    # A caller's number arrives on every event of their call: the last few hundred pseudonyms
-    # are kept, in memory only, beside the numbers of the calls Asterisk is handling anyway.
+    # A caller's number arrives on every event of their call: the pseudonyms of the few hundred
+    # numbers seen most recently are kept, in memory only, beside the numbers of the calls
+    # Asterisk is handling anyway; when full, the number seen least recently is forgotten.
     _recent: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
+    # The HMAC's state after the key and the domain prefix, copied for each number.
+    _mac: hmac.HMAC = field(init=False, repr=False, compare=False)
+    _prefix: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_mac", hmac.new(self.key, _DOMAIN, hashlib.sha256))
+        object.__setattr__(self, "_prefix", f"k{self.key_id}:")
 
     def normalise(self, number: str) -> str | None:
         """E.164 form of a caller id, or None when it is withheld or holds no number."""
@@ -69,31 +93,41 @@ class Pseudonymiser:
         return "+" + cc + digits.removeprefix("0")
 
     def pseudonym(self, number: str) -> str | None:
-        if number in self._recent:
-            return self._recent[number]
-        if len(self._recent) >= _RECENT:
-            self._recent.clear()
-        e164 = self.normalise(number)
-        key = None
-        if e164 is not None:
-            mac = hmac.new(self.key, b"hotline-cid-v1|" + e164.encode(), hashlib.sha256).digest()
-            # 26 base32 characters come from the first 17 bytes; encode 20, not all 32.
-            key = f"k{self.key_id}:" + base64.b32encode(mac[:20]).decode()[:26]
-        self._recent[number] = key
+        recent = self._recent
+        if number in recent:
+            key = recent.pop(number)  # put back below, as the most recent
+        else:
+            key = self._derive(number)
+            if len(recent) >= _RECENT:
+                del recent[next(iter(recent))]  # the least recently seen
+        recent[number] = key
         return key
+
+    def _derive(self, number: str) -> str | None:
+        e164 = self.normalise(number)
+        if e164 is None:
+            return None
+        mac = self._mac.copy()
+        mac.update(e164.encode())
+        return self._prefix + _base32_26(mac.digest())
 
     def scrub(self, fields: Mapping[str, str]) -> dict[str, str]:
         """The allow-listed fields of an AMI message, with the caller replaced by a pseudonym."""
         out = {k: v for k, v in fields.items() if k in ALLOWED}
-        if "CallerIDNum" in fields:
-            key = self.pseudonym(fields["CallerIDNum"])
-            out["CallerWithheld"] = "0" if key else "1"
+        number = fields.get("CallerIDNum")
+        if number is not None:
+            key = self.pseudonym(number)
             if key:
+                out["CallerWithheld"] = "0"
                 out["CallerKey"] = key
                 out["CallerKeyId"] = self.key_id
-        for line in fields.get("ChanVariable", "").split("\n"):
-            if line.startswith(_CAMPAIGN_VAR):
-                out["Campaign"] = line[len(_CAMPAIGN_VAR) :]
+            else:
+                out["CallerWithheld"] = "1"
+        variables = fields.get("ChanVariable")
+        if variables and _CAMPAIGN_VAR in variables:
+            for line in variables.split("\n"):
+                if line.startswith(_CAMPAIGN_VAR):
+                    out["Campaign"] = line[len(_CAMPAIGN_VAR) :]
         return out
 
 
