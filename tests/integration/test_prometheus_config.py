@@ -130,6 +130,7 @@ DOCUMENTED_ALERTS = {
     "HotlineRecordsDropped",
     "HotlineRecordsDeadLettered",
     "HotlineMembershipDrift",
+    "HotlineEventHandlerErrors",
     "HotlineDaemonFlapping",
     "HotlineTargetDown",
 }
