@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+import aiohttp
+
 from hotline.adapters.ami import AmiLink
 from hotline.config import AmiSettings, parse_config
 from hotline.core.ami import Event, Inbound, LinkUp, Reply, Result
@@ -273,3 +275,17 @@ class AmiTestClient:
                 "Async": "true",
             }
         )
+
+
+async def wait_ready(port: int, within: float) -> None:
+    """Until the daemon listening on `port` answers /readyz with 200."""
+    async with aiohttp.ClientSession() as http:
+
+        async def ready() -> int:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    return response.status
+            except aiohttp.ClientConnectionError:
+                return 0
+
+        await wait_for(ready, lambda status: status == 200, within, "/readyz to say ready")

@@ -11,33 +11,13 @@ import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.conftest import StartDaemon
 from tests.harness import AmiTestClient, ManualClock, Pbx, local, wait_for
-
-NY = ZoneInfo("America/New_York")
-
-# 10:00 someone who answers; 10:10 someone who never answers; 10:20 nobody at all.
-ROSTER = f"""
-timezone: America/New_York
-queues:
-  crisis: {{min_responders: 1}}
-  spanish: {{min_responders: 0}}
-responders:
-  r-ana: {{name: Ana, interface: "{local(1001)}", queues: {{crisis: 0}}}}
-  r-away: {{name: Away, interface: "{local(8001)}", queues: {{crisis: 0}}}}
-shifts:
-  - {{name: answering, days: [daily], start: "10:00", end: "10:10", responders: [r-ana]}}
-  - {{name: ringing, days: [daily], start: "10:10", end: "10:20", responders: [r-away]}}
-"""
-ANSWERING = datetime(2026, 12, 2, 10, 0, 30, tzinfo=NY)
-RINGING = datetime(2026, 12, 2, 10, 10, 30, tzinfo=NY)
-NOBODY = datetime(2026, 12, 2, 10, 20, 30, tzinfo=NY)
+from tests.integration.test_recording import ANSWERING, NOBODY, RINGING, ROSTER
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-import aiohttp
-
-from tests.harness import Pbx, free_port, wait_for
+from tests.harness import Pbx, free_port, wait_ready
 
 
 async def test_sigterm_stops_the_daemon_cleanly_with_exit_status_zero(
@@ -25,16 +23,7 @@ async def test_sigterm_stops_the_daemon_cleanly_with_exit_status_zero(
         f'http: {{listen: "127.0.0.1:{port}"}}\n',
     )
     try:
-        async with aiohttp.ClientSession() as http:
-
-            async def ready() -> int:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                        return response.status
-                except aiohttp.ClientConnectionError:
-                    return 0
-
-            await wait_for(ready, lambda status: status == 200, 15, "/readyz to say ready")
+        await wait_ready(port, 15)
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(5):
             _, stderr = await proc.communicate()

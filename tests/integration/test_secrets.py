@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -23,7 +22,7 @@ from hotline.adapters.ami import AmiLink
 from hotline.adapters.metrics import Metrics
 from hotline.config import AmiSettings, parse_config
 from hotline.core.ami import Inbound, Result
-from tests.harness import AmiTestClient, Pbx, free_port, local, wait_for
+from tests.harness import AmiTestClient, Pbx, free_port, local, wait_for, wait_ready
 
 INJECTED = local(1001) + "\r\nAction: Logoff"
 
@@ -347,16 +346,7 @@ async def test_hotline_run_over_tls_gets_ready_and_logs_only_json(pbx: Pbx, tmp_
     )
     proc = await hotline_run(tmp_path, head)
     try:
-        async with aiohttp.ClientSession() as http:
-
-            async def ready() -> int:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                        return response.status
-                except aiohttp.ClientConnectionError:
-                    return 0
-
-            await wait_for(ready, lambda status: status == 200, 20, "/readyz to say ready")
+        await wait_ready(port, 20)
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
             _, err = await proc.communicate()
