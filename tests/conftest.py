@@ -12,6 +12,7 @@ import pytest
 
 from hotline import daemon
 from hotline.config import parse_config
+from tests.fake_ami import FakeAmi
 from tests.harness import AmiTestClient, ManualClock, Pbx, free_port, wait_for
 
 
@@ -31,6 +32,15 @@ def pbx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pbx]:
         pytest.fail(f"the development PBX could not start: {exc}", pytrace=False)
     yield instance
     instance.run("reset")
+
+
+@pytest.fixture
+async def fake_ami() -> AsyncIterator[FakeAmi]:
+    """A scripted AMI server on loopback, for faults a real Asterisk cannot be made to produce."""
+    fake = FakeAmi()
+    await fake.start()
+    yield fake
+    fake.close()
 
 
 @pytest.fixture

@@ -51,14 +51,6 @@ class Recorder:
 
 
 @pytest.fixture
-async def fake_ami() -> AsyncIterator[FakeAmi]:
-    fake = FakeAmi()
-    await fake.start()
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
 async def link(
     fake_ami: FakeAmi,
 ) -> AsyncIterator[tuple[AmiLink, Recorder, asyncio.Queue[Inbound]]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,16 +19,8 @@ from tests.fake_ami import FakeAmi, message
 from tests.harness import ManualClock, free_port, wait_for
 
 
-@pytest.fixture
-async def fake_pbx() -> AsyncIterator[FakeAmi]:
-    fake = FakeAmi()
-    await fake.start()
-    yield fake
-    fake.close()
-
-
 async def test_a_failing_task_still_flushes_the_records_in_memory(
-    fake_pbx: FakeAmi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_ami: FakeAmi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     boom = asyncio.Event()
 
@@ -38,13 +29,13 @@ async def test_a_failing_task_still_flushes_the_records_in_memory(
         raise RuntimeError("the writer failed")
 
     monkeypatch.setattr(Store, "run", failing_writer)
-    (tmp_path / "ami-secret").write_text(fake_pbx.secret)
+    (tmp_path / "ami-secret").write_text(fake_ami.secret)
     (tmp_path / "caller-keys").write_text(f"1:{secrets.token_hex(32)}\n")
     (tmp_path / "ami-secret").chmod(0o600)
     (tmp_path / "caller-keys").chmod(0o600)
     spool = tmp_path / "spool"
     config = parse_config(
-        f"ami: {{port: {fake_pbx.port}, username: hotline, secret_file: ami-secret}}\n"
+        f"ami: {{port: {fake_ami.port}, username: hotline, secret_file: ami-secret}}\n"
         f'http: {{listen: "127.0.0.1:{free_port()}"}}\n'
         f'database: {{dsn: "postgresql://hotline@127.0.0.1:{free_port()}/hotline",'
         f" spool_dir: {spool}, flush_timeout: 0.5}}\n"
@@ -65,7 +56,7 @@ async def test_a_failing_task_still_flushes_the_records_in_memory(
         return hotline.link.up
 
     await wait_for(live, bool, 10, "the daemon logged in to the scripted AMI")
-    fake_pbx.writers[-1].write(
+    fake_ami.writers[-1].write(
         message(("Event", "QueueCallerJoin"), ("Privilege", "agent,all"), ("Queue", "crisis"),
                 ("Uniqueid", "1764547200.42"), ("CallerIDNum", "+15550142987"),
                 ("Position", "1"), ("Count", "1"))

@@ -4,7 +4,6 @@ each is counted and logged, none crashes it, and no caller data reaches the log.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,16 +22,8 @@ responders: {}
 """
 
 
-@pytest.fixture
-async def fake_pbx() -> AsyncIterator[FakeAmi]:
-    fake = FakeAmi()
-    await fake.start()
-    yield fake
-    fake.close()
-
-
 async def test_malformed_and_unknown_events_are_counted_and_logged_without_a_crash(
-    fake_pbx: FakeAmi,
+    fake_ami: FakeAmi,
     pbx: Pbx,
     start_daemon: StartDaemon,
     tmp_path: Path,
@@ -47,9 +38,9 @@ async def test_malformed_and_unknown_events_are_counted_and_logged_without_a_cra
         f" spool_dir: {tmp_path / 'spool'}}}\n"
         f"privacy: {{keys_file: {keys}}}\n"
     )
-    fake_pbx.secret = pbx.secret  # start_daemon logs in with the development PBX's secret
+    fake_ami.secret = pbx.secret  # start_daemon logs in with the development PBX's secret
     hotline = await start_daemon(
-        ROSTER, ManualClock(datetime(2026, 12, 1, tzinfo=UTC)), ami_port=fake_pbx.port,
+        ROSTER, ManualClock(datetime(2026, 12, 1, tzinfo=UTC)), ami_port=fake_ami.port,
         extra=recording,
     )  # fmt: skip
 
@@ -57,7 +48,7 @@ async def test_malformed_and_unknown_events_are_counted_and_logged_without_a_cra
         return hotline.link.up
 
     await wait_for(live, bool, 10, "the daemon logged in to the scripted AMI")
-    writer = fake_pbx.writers[-1]
+    writer = fake_ami.writers[-1]
     writer.write(
         # A caller event without its Uniqueid, carrying a number that must not be logged.
         message(("Event", "QueueCallerJoin"), ("Privilege", "agent,all"), ("Queue", "crisis"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -106,11 +106,9 @@ async def test_the_last_reload_comes_from_fullybooted_and_from_each_reload_event
 
 
 @pytest.fixture
-async def fake_pbx(pbx: Pbx) -> AsyncIterator[FakeAmi]:
-    fake = FakeAmi(secret=pbx.secret)  # start_daemon logs in with the development PBX's secret
-    await fake.start()
-    yield fake
-    fake.close()
+def fake_pbx(fake_ami: FakeAmi, pbx: Pbx) -> FakeAmi:
+    fake_ami.secret = pbx.secret  # start_daemon logs in with the development PBX's secret
+    return fake_ami
 
 
 def member_added(interface: str, name: str) -> bytes:

@@ -159,13 +159,12 @@ async def test_the_service_protocol_and_reload_against_a_real_asterisk(
 
 
 async def test_the_watchdog_is_withheld_while_the_reconcile_round_is_stuck(
-    notify_socket: NotifySocket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake_ami: FakeAmi, notify_socket: NotifySocket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hotline import daemon
     from hotline.config import parse_config
 
-    fake = FakeAmi()
-    await fake.start()
+    fake = fake_ami
     monkeypatch.setenv("NOTIFY_SOCKET", str(notify_socket.path))
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     (tmp_path / "ami-secret").write_text(fake.secret)
@@ -200,7 +199,6 @@ async def test_the_watchdog_is_withheld_while_the_reconcile_round_is_stuck(
     finally:
         stop.set()
         await task
-        fake.close()
 
 
 async def _value(n: int) -> int:

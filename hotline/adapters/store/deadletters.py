@@ -110,7 +110,7 @@ class DeadLetters:
         finally:
             os.close(fd)
         if new:
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         self._sizes[path] = before + len(data)
 
     def _adopt(self, legacy: Path) -> None:
@@ -125,7 +125,7 @@ class DeadLetters:
             for day, lines in sorted(by_day.items()):
                 self._append(self.directory / f"{day.isoformat()}.jsonl", b"".join(lines))
             legacy.unlink()
-            _fsync_directory(legacy.parent)
+            fsync_directory(legacy.parent)
 
 
 def prune_dead_letters(spool_dir: Path, older_than_days: int, now: datetime) -> Pruned:
@@ -150,7 +150,7 @@ def _prune(directory: Path, older_than_days: int, now: datetime) -> tuple[Pruned
         removed.append(path)
         records, size = records + data.count(b"\n"), size + len(data)
     if removed:
-        _fsync_directory(directory)
+        fsync_directory(directory)
     return Pruned(len(removed), records, size), removed
 
 
@@ -182,7 +182,8 @@ def _encode(item: Mapping[str, Any]) -> bytes:
     return text.encode() + b"\n"
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
+    """Make a file created, renamed or removed in `directory` survive a crash."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from hotline.adapters.store.deadletters import DeadLetters
+from hotline.adapters.store.deadletters import DeadLetters, fsync_directory
 
 # Segment names sort in append order: a sequence number, then the creation time (epoch ms), which
 # gives the age of the oldest spooled record without reading the file.
@@ -252,7 +252,7 @@ class Spool:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         # The new name must survive a power cut too, or the fsync'd lines in it would be orphaned.
         try:
-            _fsync_directory(self.directory)
+            fsync_directory(self.directory)
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)
@@ -326,11 +326,3 @@ def _whole_lines(lines: Sequence[bytes], size: int) -> int:
             break
         whole += 1
     return whole
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
