@@ -260,16 +260,16 @@ class AmiLink:
         )
         manager.register_event("*", self._on_event)
         try:
-            transport, protocol = await asyncio.wait_for(
-                loop.create_connection(
+            # asyncio.timeout, never wait_for: Python 3.11's wait_for loses a cancellation that
+            # arrives as the attempt ends, and the daemon could then never stop this loop.
+            async with asyncio.timeout(s.action_timeout_s):
+                transport, protocol = await loop.create_connection(
                     self._protocol_factory,
                     s.host,
                     s.port,
                     ssl=self._tls,
                     server_hostname=s.tls.server_name if s.tls is not None else None,
-                ),
-                timeout=s.action_timeout_s,
-            )
+                )
         except TimeoutError:
             return self._failed("timeout", "connect timed out")
         except ssl.SSLError as exc:
@@ -292,7 +292,8 @@ class AmiLink:
             self._teardown(manager)
             # The socket closes on a later loop iteration; wait so none outlives the session.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(protocol.gone), 1.0)
+                async with asyncio.timeout(1.0):
+                    await asyncio.shield(protocol.gone)
 
     async def _login_and_watch(self, manager: _Manager) -> bool:
         s = self.settings
@@ -417,7 +418,8 @@ class AmiLink:
         self._pending.add(future)
         timeout = self.settings.ping_timeout_s if self_timeout else self.settings.action_timeout_s
         try:
-            message = await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                message = await future
         except TimeoutError:
             # Else the late reply sits in panoramisk's table until the next disconnect
             # (docs/asterisk-ami.md, "panoramisk 1.4 traps", B5).

@@ -150,7 +150,10 @@ class MembershipKeeper:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.resync_interval_s)
+                # asyncio.timeout, never wait_for: Python 3.11's wait_for loses a cancellation
+                # that arrives as the wake-up does, and the daemon could then never stop.
+                async with asyncio.timeout(self.resync_interval_s):
+                    await self._wake.wait()
             except TimeoutError:
                 self._triggers.add("periodic")
             self._wake.clear()
