@@ -82,9 +82,9 @@ class MembershipKeeper:
     ) -> None:
         self.on_status = on_status
         self.on_change = on_change
-        # The roster without exceptions: tells a shift change from an exception's.
-        self._shifts_only = dataclasses.replace(rost, exceptions=())
         self.roster = rost
+        # Queues whose surge is on: their standby responders are desired too.
+        self.surging: frozenset[str] = frozenset()
         self.link = link
         self.clock = clock
         self.observer = observer
@@ -112,13 +112,26 @@ class MembershipKeeper:
         return [NotReady.MEMBERSHIP_NOT_IN_SYNC]
 
     def replace_roster(self, rost: roster.Roster, resync_interval_s: float) -> None:
-        """Take a new roster (a reloaded configuration) at the next round, on the same link."""
-        self.roster = rost
-        self._shifts_only = dataclasses.replace(rost, exceptions=())
+        """Take a new roster (a reloaded configuration) at the next round, on the same link; the
+        supervisors' overrides stay."""
+        self.roster = dataclasses.replace(rost, overrides=self.roster.overrides)
         self.owned = frozenset(rost.responders)
         self.resync_interval_s = resync_interval_s
         self._roster_changed.set()
         self.wake("config")
+
+    def set_overrides(self, overrides: tuple[roster.Override, ...]) -> None:
+        """Honour these overrides (all of them, replacing the previous set) from the next round;
+        their ends wake a round like any other boundary."""
+        self.roster = dataclasses.replace(self.roster, overrides=overrides)
+        self._roster_changed.set()
+        self.wake("override")
+
+    def set_surging(self, queues: frozenset[str]) -> None:
+        """Add the standby responders of these queues (and release those of the others)."""
+        if queues != self.surging:
+            self.surging = queues
+            self.wake("surge")
 
     def wake(self, trigger: Trigger) -> None:
         self._triggers.add(trigger)
@@ -204,7 +217,7 @@ class MembershipKeeper:
         """One level-triggered round. Returns whether it read state and every action succeeded,
         and whether it changed anything."""
         now = self.clock.now()
-        desired = roster.desired_at(self.roster, now)
+        desired = roster.desired_at(self.roster, now, self.surging)
         status = await self.link.send_list({"Action": "QueueStatus"})
         if not status.ok:
             self.in_sync = False
@@ -253,7 +266,8 @@ class MembershipKeeper:
     def _announce(self, actions: tuple[Action, ...], triggers: set[Trigger], now: datetime) -> None:
         """Tell presence why each member is about to join or leave."""
         assert self.on_change is not None
-        by_shift = roster.on_duty(self._shifts_only, now)
+        standings = roster.explain(self.roster, now, self.surging)
+        why = {(queue, s.responder): s.why for queue, found in standings.items() for s in found}
         for action in actions:
             if isinstance(action, SetPenalty):
                 continue
@@ -262,10 +276,8 @@ class MembershipKeeper:
                 reason: JoinReason | LeaveReason = "drift_repair"
             elif "connect" in triggers and joining:
                 reason = "asterisk_restart"
-            elif (action.member_name in by_shift) != joining:
-                reason = "exception"  # the shifts alone would have done the opposite
             else:
-                reason = "shift"
+                reason = _REASONS.get(why.get((action.queue, action.member_name), "surge"), "shift")
             self.on_change(action.queue, action.interface, "join" if joining else "leave", reason)
 
     async def _apply(self, action: Action, window: asyncio.Semaphore) -> tuple[Action, Reply]:
@@ -306,6 +318,20 @@ class MembershipKeeper:
             leaving=leaving,
             foreign=foreign,
         )
+
+
+# What presence records for a join or leave, from the roster's reason for the member's standing;
+# a standby responder no longer in the standings has left at the end of a surge.
+_REASONS: dict[roster.Why, JoinReason | LeaveReason] = {
+    "shift": "shift",
+    "not_scheduled": "shift",
+    "exception_on": "exception",
+    "exception_off": "exception",
+    "override_on": "override",
+    "override_off": "override",
+    "surge": "surge",
+    "certification": "certification",
+}
 
 
 def _ami_action(action: Action) -> dict[str, str]:

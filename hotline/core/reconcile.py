@@ -15,13 +15,14 @@ from typing import Literal
 
 from hotline.core.roster import Desired
 
-# Why a reconcile round runs: a shift or exception boundary, AMI (re)login, a member change hotline
-# did not make, a call ending for a member due to leave, Asterisk's Reload event, a new hotline
-# configuration, events lost to an overflowing inbox, the periodic resync, a retry after a failed
-# round, a read-back after a change.
+# Why a reconcile round runs: a shift, exception, override or certification boundary, AMI
+# (re)login, a member change hotline did not make, a call ending for a member due to leave,
+# Asterisk's Reload event, a new hotline configuration, a supervisor's new or cancelled override,
+# a surge starting or ending, a supervisor's forced resync, events lost to an overflowing inbox,
+# the periodic resync, a retry after a failed round, a read-back after a change.
 Trigger = Literal[
-    "shift", "connect", "drift", "call_ended", "reload", "config", "overflow", "periodic",
-    "retry", "verify",
+    "shift", "connect", "drift", "call_ended", "reload", "config", "override", "surge",
+    "resync", "overflow", "periodic", "retry", "verify",
 ]  # fmt: skip
 # How a round ended: state read and every action applied, something failed, or no AMI link.
 RoundResult = Literal["ok", "failed", "skipped"]

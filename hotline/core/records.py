@@ -21,7 +21,9 @@ class Outcome(enum.Enum):
     ANSWERED = "answered"
     ABANDONED = "abandoned"  # the caller hung up while waiting
     TIMEOUT = "timeout"  # left by the queue's maximum wait, into the overflow branch
-    ROLLOVER = "rollover"  # withdrawn by the upstream network to a backup centre
+    # Taken by a backup centre: withdrawn to one by the upstream network, or answered by the
+    # partner centre the dialplan rolled the call over to (partner_result ANSWERED).
+    ROLLOVER = "rollover"
     JOINEMPTY = "joinempty"  # refused at join: nobody staffed
     LEAVEEMPTY = "leaveempty"  # left because nobody was staffed any more
     TRANSFERRED = "transferred"
@@ -34,6 +36,18 @@ class AttemptOutcome(enum.Enum):
     NOANSWER = "noanswer"
     BUSY = "busy"
     CANCELED = "canceled"  # the call ended or was answered elsewhere while this one rang
+
+
+class PartnerResult(enum.Enum):
+    """How the dialplan's call to the partner centre ended (its DIALSTATUS), reported by the
+    PartnerResult UserEvent (docs/asterisk-ami.md, "The partner centre's result")."""
+
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NOANSWER = "noanswer"  # rang for the whole ring time
+    CONGESTION = "congestion"  # the trunk or the network refused the call
+    UNAVAILABLE = "unavailable"  # not dialled at all: trunk unreachable or badly configured
+    CANCELED = "canceled"  # the caller hung up while the partner rang
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +84,22 @@ class CallRecord:
     # (rank, revision). rank: 1 open, 2 answered, 3 closed unknown, 4 closed with a true outcome.
     rank: int = 1
     revision: int = 0
+    # The dialplan's call to the partner centre after this visit; None when none was reported.
+    # Last, so records built from positional values before it existed still are.
+    partner_result: PartnerResult | None = None
 
 
 # Why a member joined or left a queue.
+# override: a supervisor's; surge: a standby responder added or released for a surge;
+# certification: a certification the queue requires lapsed.
 JoinReason = Literal[
-    "shift", "exception", "drift_repair", "asterisk_restart", "restored", "external"
-]
-LeaveReason = Literal["shift", "exception", "drift", "asterisk_restart", "external", "unknown"]
+    "shift", "exception", "override", "surge", "drift_repair", "asterisk_restart", "restored",
+    "external",
+]  # fmt: skip
+LeaveReason = Literal[
+    "shift", "exception", "override", "surge", "certification", "drift", "asterisk_restart",
+    "external", "unknown",
+]  # fmt: skip
 JOIN_REASONS: Final[tuple[JoinReason, ...]] = get_args(JoinReason)
 LEAVE_REASONS: Final[tuple[LeaveReason, ...]] = get_args(LeaveReason)
 

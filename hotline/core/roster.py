@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,8 @@ class Responder:
     # Device whose state app_queue watches; for a phone it is the interface itself.
     state_interface: str
     queues: Mapping[str, int]  # queue -> penalty
+    # Certification -> the instant it lapses (aware, exclusive): valid while `at < expiry`.
+    certifications: Mapping[str, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +47,28 @@ class RosterException:
 
 
 @dataclass(frozen=True, slots=True)
+class Override:
+    """A supervisor's decision for one responder, from `start` until `end`: on or off duty in
+    `queues` (None: every queue of the responder). It beats the shifts and the exceptions; of two
+    overrides that cover the same instant and queue, the one that started later wins."""
+
+    id: int  # the store's key; identifies the override to cancel
+    responder: str
+    start: datetime  # aware, inclusive
+    end: datetime  # aware, exclusive
+    kind: ExceptionKind
+    queues: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class QueuePolicy:
     name: str
     min_responders: int
+    # Certifications a responder must hold, unexpired, to be a member: whatever the shifts say.
+    requires: frozenset[str] = frozenset()
+    # Responders on call for a surge, added with `standby_penalty` while the queue surges.
+    standby: tuple[str, ...] = ()
+    standby_penalty: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +78,7 @@ class Roster:
     responders: Mapping[str, Responder]
     shifts: tuple[Shift, ...]
     exceptions: tuple[RosterException, ...]
+    overrides: tuple[Override, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +91,25 @@ class DesiredMember:
 
 # queue -> responder id -> member; every queue of the roster is present, possibly empty.
 Desired = Mapping[str, Mapping[str, DesiredMember]]
+
+# Why a responder is, or is not, a member of a queue at an instant. In: a shift, an `on`
+# exception, a supervisor's override, a surge of a queue they stand by for. Out: an `off`
+# exception, an override, a certification the queue requires that they lack or that has lapsed,
+# or simply no shift.
+Why = Literal[
+    "shift", "exception_on", "override_on", "surge",
+    "exception_off", "override_off", "certification", "not_scheduled",
+]  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A responder's place in one queue at an instant, and why."""
+
+    responder: str
+    member: DesiredMember | None  # None: not a member
+    why: Why
+    lacking: tuple[str, ...] = ()  # with why == "certification": which ones
 
 
 _UTC = UTC
@@ -96,35 +138,99 @@ def resolve_local(day: date, at: time, tz: tzinfo) -> datetime:
 
 
 def on_duty(roster: Roster, at: datetime) -> frozenset[str]:
-    """Responder ids on duty at `at`: in a shift occurrence or an `on` exception, and in no
-    `off` exception (`off` wins)."""
-    return frozenset(_on_duty(roster, _index(roster), _utc(at)))
+    """Responder ids on duty at `at` by the shifts and exceptions: in a shift occurrence or an
+    `on` exception, and in no `off` exception (`off` wins). Overrides, which may hold for some
+    queues only, are applied per queue by `desired_at` and `explain`."""
+    return frozenset(_on_duty(roster, _index(roster), _utc(at))[0])
 
 
-def desired_at(roster: Roster, at: datetime) -> dict[str, dict[str, DesiredMember]]:
-    """Desired members per queue at `at`."""
+def desired_at(
+    roster: Roster, at: datetime, surging: frozenset[str] = frozenset()
+) -> dict[str, dict[str, DesiredMember]]:
+    """Desired members per queue at `at`: who is on duty after the overrides, holds every
+    certification the queue requires, and, in the `surging` queues, the standby responders."""
     index = _index(roster)
-    duty = _on_duty(roster, index, _utc(at))
+    at_utc = _utc(at)
+    duty, off = _on_duty(roster, index, at_utc)
+    overrides = _overrides_at(index, at_utc)
     desired: dict[str, dict[str, DesiredMember]] = {queue: {} for queue in roster.queues}
     # Walking the responders in roster order (rather than the set) keeps the result's order
     # stable from one call to the next, which keeps logs and plans diffable.
     for rid, members in index.members.items():
-        if rid in duty:
-            for queue, member in members:
+        chosen = overrides.get(rid)
+        scheduled = rid in duty
+        for queue, member in members:
+            on = scheduled if chosen is None else _overridden(chosen, queue, scheduled)[0]
+            if on and not _lacking(index, rid, queue, at_utc):
+                desired[queue][rid] = member
+    for queue in surging:
+        for rid, member in index.standby.get(queue, ()):
+            if rid in desired[queue] or rid in off:
+                continue
+            chosen = overrides.get(rid)
+            if chosen is not None and _overridden(chosen, queue, True)[1] == "override_off":
+                continue
+            if not _lacking(index, rid, queue, at_utc):
                 desired[queue][rid] = member
     return desired
 
 
+def explain(
+    roster: Roster, at: datetime, surging: frozenset[str] = frozenset()
+) -> dict[str, list[Standing]]:
+    """Per queue, every responder who serves it (and, while it surges, who stands by for it),
+    with whether they are a member at `at` and why: `desired_at` with its reasons, for plans and
+    the console."""
+    index = _index(roster)
+    at_utc = _utc(at)
+    duty, off = _on_duty(roster, index, at_utc)
+    by_shift = _by_shift(roster, index, at_utc)
+    overrides = _overrides_at(index, at_utc)
+    standings: dict[str, dict[str, Standing]] = {queue: {} for queue in roster.queues}
+    for rid, members in index.members.items():
+        chosen = overrides.get(rid)
+        scheduled = rid in duty
+        base: Why
+        if scheduled:
+            base = "shift" if rid in by_shift else "exception_on"
+        else:
+            base = "exception_off" if rid in off else "not_scheduled"
+        for queue, member in members:
+            on, decided = (
+                (scheduled, None) if chosen is None else _overridden(chosen, queue, scheduled)
+            )
+            lacking = _lacking(index, rid, queue, at_utc)
+            if on and lacking:
+                standings[queue][rid] = Standing(rid, None, "certification", lacking)
+            else:
+                standings[queue][rid] = Standing(rid, member if on else None, decided or base)
+    for queue in surging & index.standby.keys():
+        for rid, member in index.standby[queue]:
+            current = standings[queue].get(rid)
+            if current is not None and current.member is not None:
+                continue
+            chosen = overrides.get(rid)
+            if rid in off:
+                standings[queue][rid] = Standing(rid, None, "exception_off")
+            elif chosen is not None and _overridden(chosen, queue, True)[1] == "override_off":
+                standings[queue][rid] = Standing(rid, None, "override_off")
+            elif lacking := _lacking(index, rid, queue, at_utc):
+                standings[queue][rid] = Standing(rid, None, "certification", lacking)
+            else:
+                standings[queue][rid] = Standing(rid, member, "surge")
+    return {queue: list(by_rid.values()) for queue, by_rid in standings.items()}
+
+
 def next_change(roster: Roster, after: datetime) -> datetime | None:
-    """The first instant strictly after `after` at which `on_duty` may change, or None."""
+    """The first instant strictly after `after` at which `desired_at` may change (a shift,
+    exception or override boundary, a certification lapsing), or None."""
     after_utc = _utc(after)
     tz = roster.tz
     best: datetime | None = None
     index = _index(roster)
-    for exception in index.exceptions:
-        for edge in (exception.start, exception.end):
-            if edge > after_utc and (best is None or edge < best):
-                best = edge
+    for edge in index.edges:
+        if edge > after_utc and (best is None or edge < best):
+            best = edge
     resolve = _Resolver(tz)
     first_day = after_utc.astimezone(tz).date() - _DAY
     for offset in range(_LOOKAHEAD_DAYS + 2):
@@ -144,8 +250,22 @@ def next_change(roster: Roster, after: datetime) -> datetime | None:
     return None if best is None else _fixed_offset(best, tz)
 
 
-def _on_duty(roster: Roster, index: _Index, at: datetime) -> set[str]:
-    """`on_duty` on a UTC instant, as a mutable set for the callers here."""
+def _on_duty(roster: Roster, index: _Index, at: datetime) -> tuple[set[str], set[str]]:
+    """Who is on duty at the UTC instant `at` by shifts and exceptions, and who is off by an
+    exception, as mutable sets for the callers here."""
+    duty = _by_shift(roster, index, at)
+    off: set[str] = set()
+    for exception in index.exceptions:
+        if exception.start <= at < exception.end:
+            if exception.kind is ExceptionKind.OFF:
+                off.add(exception.responder)
+            else:
+                duty.add(exception.responder)
+    duty -= off
+    return duty, off
+
+
+def _by_shift(roster: Roster, index: _Index, at: datetime) -> set[str]:
     tz = roster.tz
     resolve = _Resolver(tz)
     today = at.astimezone(tz).date()
@@ -158,15 +278,37 @@ def _on_duty(roster: Roster, index: _Index, at: datetime) -> set[str]:
                 continue
             if at < resolve(day if shift.end > shift.start else next_day, shift.end):
                 duty.update(shift.responders)
-    off: set[str] = set()
-    for exception in index.exceptions:
-        if exception.start <= at < exception.end:
-            if exception.kind is ExceptionKind.OFF:
-                off.add(exception.responder)
-            else:
-                duty.add(exception.responder)
-    duty -= off
     return duty
+
+
+def _overrides_at(index: _Index, at: datetime) -> dict[str, list[Override]]:
+    """The overrides in force at UTC `at`, per responder, oldest start first."""
+    active: dict[str, list[Override]] = {}
+    for override in index.overrides:
+        if override.start <= at < override.end:
+            active.setdefault(override.responder, []).append(override)
+    return active
+
+
+def _overridden(chosen: list[Override], queue: str, scheduled: bool) -> tuple[bool, Why | None]:
+    """Whether a responder is on duty in `queue` after their overrides (latest start wins), and
+    the deciding override's kind; None when no override covers the queue."""
+    on: bool = scheduled
+    why: Why | None = None
+    for override in chosen:
+        if override.queues is None or queue in override.queues:
+            on = override.kind is ExceptionKind.ON
+            why = "override_on" if on else "override_off"
+    return on, why
+
+
+def _lacking(index: _Index, rid: str, queue: str, at: datetime) -> tuple[str, ...]:
+    """The certifications `queue` requires that `rid` lacks or has let lapse at UTC `at`."""
+    required = index.requires.get(queue)
+    if not required:
+        return ()
+    held = index.certifications.get(rid, {})
+    return tuple(sorted(c for c in required if not (c in held and at < held[c])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +317,15 @@ class _Index:
 
     starting_on: tuple[tuple[Shift, ...], ...]  # by weekday; shifts with nobody left out
     exceptions: tuple[RosterException, ...]  # with UTC bounds, so comparisons stay cheap
+    overrides: tuple[Override, ...]  # with UTC bounds, oldest start first
     # responder id -> its (queue, member) pairs, in roster order, for the roster's queues only
     members: dict[str, tuple[tuple[str, DesiredMember], ...]]
+    # queue -> its standby responders' members, with the queue's standby penalty
+    standby: dict[str, tuple[tuple[str, DesiredMember], ...]]
+    requires: dict[str, frozenset[str]]  # queues that require certifications
+    certifications: dict[str, dict[str, datetime]]  # responder -> certification -> UTC expiry
+    # Instants at which membership may change besides the shifts' own (UTC, sorted)
+    edges: tuple[datetime, ...]
 
 
 # The daemon asks about the same roster every reconcile round, and building the members anew on
@@ -207,6 +356,15 @@ def _build_index(roster: Roster) -> _Index:
     exceptions = tuple(
         RosterException(e.responder, _utc(e.start), _utc(e.end), e.kind) for e in roster.exceptions
     )
+    overrides = tuple(
+        sorted(
+            (
+                Override(o.id, o.responder, _utc(o.start), _utc(o.end), o.kind, o.queues)
+                for o in roster.overrides
+            ),
+            key=lambda o: (o.start, o.id),
+        )
+    )
     members = {
         rid: tuple(
             (queue, DesiredMember(rid, r.interface, r.state_interface, penalty))
@@ -215,7 +373,33 @@ def _build_index(roster: Roster) -> _Index:
         )
         for rid, r in roster.responders.items()
     }
-    return _Index(starting_on, exceptions, members)
+    standby = {
+        name: tuple(
+            (rid, DesiredMember(rid, r.interface, r.state_interface, policy.standby_penalty))
+            for rid in policy.standby
+            if (r := roster.responders.get(rid)) is not None
+        )
+        for name, policy in roster.queues.items()
+        if policy.standby
+    }
+    certifications = {
+        rid: {name: _utc(expiry) for name, expiry in r.certifications.items()}
+        for rid, r in roster.responders.items()
+        if r.certifications
+    }
+    edges = {e.start for e in exceptions} | {e.end for e in exceptions}
+    edges |= {o.start for o in overrides} | {o.end for o in overrides}
+    edges.update(expiry for held in certifications.values() for expiry in held.values())
+    return _Index(
+        starting_on,
+        exceptions,
+        overrides,
+        members,
+        standby,
+        {name: policy.requires for name, policy in roster.queues.items() if policy.requires},
+        certifications,
+        tuple(sorted(edges)),
+    )
 
 
 class _Resolver:
