@@ -15,12 +15,15 @@ from hypothesis import strategies as st
 from hotline.core.roster import (
     DesiredMember,
     ExceptionKind,
+    Override,
     QueuePolicy,
     Responder,
     Roster,
     RosterException,
     Shift,
+    Standing,
     desired_at,
+    explain,
     next_change,
     on_duty,
     resolve_local,
@@ -447,3 +450,114 @@ def test_next_change_is_none_when_nothing_lies_ahead() -> None:
     exception = RosterException("r0", past, past + SECOND, ExceptionKind.OFF)
     assert next_change(roster_of(LONDON, [], [exception]), datetime(2026, 1, 1, tzinfo=UTC)) is None
     assert next_change(roster_of(LONDON, []), datetime(2026, 1, 1, tzinfo=UTC)) is None
+
+
+# --- overrides, certifications, surges ---------------------------------------------------------
+
+NOON = datetime(2026, 12, 1, 12, tzinfo=LONDON)
+HOUR = timedelta(hours=1)
+
+
+def staffed(
+    *,
+    overrides: tuple[Override, ...] = (),
+    certifications: dict[str, datetime] | None = None,
+    requires: frozenset[str] = frozenset(),
+    standby: tuple[str, ...] = (),
+) -> Roster:
+    """Ana on a day shift in crisis and youth; Ben (crisis, youth) on no shift; Cy on call."""
+    responders = {
+        "r-ana": Responder(
+            "r-ana", "Ana", "PJSIP/1001", "PJSIP/1001", {"crisis": 0, "youth": 2},
+            certifications or {},
+        ),
+        "r-ben": Responder("r-ben", "Ben", "PJSIP/1002", "PJSIP/1002", {"crisis": 1, "youth": 1}),
+        "r-cy": Responder("r-cy", "Cy", "PJSIP/1003", "PJSIP/1003", {}),
+    }  # fmt: skip
+    queues = {
+        "crisis": QueuePolicy("crisis", 1, standby=standby, standby_penalty=7),
+        "youth": QueuePolicy("youth", 1, requires=requires),
+    }
+    day = shift(time(8), time(16), "r-ana")
+    return Roster(LONDON, queues, responders, (day,), (), overrides)
+
+
+def override(
+    rid: str, kind: ExceptionKind, start: datetime, end: datetime, *queues: str, oid: int = 1
+) -> Override:
+    return Override(oid, rid, start, end, kind, frozenset(queues) if queues else None)
+
+
+def members(
+    roster: Roster, at: datetime, surging: frozenset[str] = frozenset()
+) -> dict[str, set[str]]:
+    return {q: set(m) for q, m in desired_at(roster, at, surging).items()}
+
+
+def test_an_off_override_takes_a_scheduled_responder_out_of_the_queues_it_names_until_its_end() -> (
+    None
+):
+    off = override("r-ana", ExceptionKind.OFF, NOON, NOON + HOUR, "crisis")
+    roster = staffed(overrides=(off,))
+    assert members(roster, NOON - SECOND) == {"crisis": {"r-ana"}, "youth": {"r-ana"}}
+    assert members(roster, NOON) == {"crisis": set(), "youth": {"r-ana"}}
+    assert members(roster, NOON + HOUR) == {"crisis": {"r-ana"}, "youth": {"r-ana"}}
+    assert next_change(roster, NOON) == NOON + HOUR
+
+
+def test_an_on_override_puts_an_unscheduled_responder_on_duty_in_every_queue_of_theirs() -> None:
+    on = override("r-ben", ExceptionKind.ON, NOON, NOON + HOUR)
+    roster = staffed(overrides=(on,))
+    assert members(roster, NOON)["crisis"] == {"r-ana", "r-ben"}
+    assert members(roster, NOON)["youth"] == {"r-ana", "r-ben"}
+    assert desired_at(roster, NOON)["crisis"]["r-ben"].penalty == 1
+    assert members(roster, NOON + HOUR)["crisis"] == {"r-ana"}
+
+
+def test_of_two_overrides_the_later_started_one_wins_and_beats_the_exceptions() -> None:
+    off = override("r-ana", ExceptionKind.OFF, NOON - HOUR, NOON + HOUR, oid=1)
+    on = override("r-ana", ExceptionKind.ON, NOON, NOON + HOUR, "youth", oid=2)
+    roster = staffed(overrides=(on, off))
+    assert members(roster, NOON - SECOND) == {"crisis": set(), "youth": set()}
+    assert members(roster, NOON) == {"crisis": set(), "youth": {"r-ana"}}
+    standings = explain(roster, NOON)
+    assert {s.responder: s.why for s in standings["crisis"]}["r-ana"] == "override_off"
+    assert {s.responder: s.why for s in standings["youth"]}["r-ana"] == "override_on"
+    exception = RosterException("r-ana", NOON - HOUR, NOON + HOUR, ExceptionKind.OFF)
+    with_exception = Roster(
+        roster.tz, roster.queues, roster.responders, roster.shifts, (exception,), (on,)
+    )
+    assert members(with_exception, NOON)["youth"] == {"r-ana"}
+
+
+def test_a_queue_that_requires_a_certification_takes_only_holders_until_it_lapses() -> None:
+    lapse = NOON + HOUR
+    roster = staffed(requires=frozenset({"youth-line"}), certifications={"youth-line": lapse})
+    assert members(roster, lapse - SECOND)["youth"] == {"r-ana"}
+    assert members(roster, lapse)["youth"] == set()
+    assert members(roster, lapse)["crisis"] == {"r-ana"}  # crisis requires nothing
+    assert next_change(roster, NOON) == lapse
+    youth = {s.responder: s for s in explain(roster, lapse)["youth"]}
+    assert youth["r-ana"] == Standing("r-ana", None, "certification", ("youth-line",))
+    # Ben lacks it too, but is not on duty: that is why he is out.
+    assert youth["r-ben"].why == "not_scheduled"
+    # An override cannot put anyone into a queue whose certification they lack.
+    on = override("r-ben", ExceptionKind.ON, NOON, NOON + HOUR)
+    gated = staffed(overrides=(on,), requires=frozenset({"youth-line"}))
+    assert members(gated, NOON)["youth"] == set()
+
+
+def test_standby_responders_join_a_surging_queue_with_the_standby_penalty_unless_off() -> None:
+    roster = staffed(standby=("r-cy", "r-ana"))
+    assert members(roster, NOON)["crisis"] == {"r-ana"}
+    surging = desired_at(roster, NOON, frozenset({"crisis"}))["crisis"]
+    assert set(surging) == {"r-ana", "r-cy"}
+    assert surging["r-cy"] == DesiredMember("r-cy", "PJSIP/1003", "PJSIP/1003", 7)
+    assert surging["r-ana"].penalty == 0  # already rostered: keeps her own penalty
+    assert {s.responder: s.why for s in explain(roster, NOON, frozenset({"crisis"}))["crisis"]} == {
+        "r-ana": "shift", "r-ben": "not_scheduled", "r-cy": "surge",
+    }  # fmt: skip
+    off = override("r-cy", ExceptionKind.OFF, NOON, NOON + HOUR)
+    assert members(staffed(standby=("r-cy",), overrides=(off,)), NOON, frozenset({"crisis"})) == {
+        "crisis": {"r-ana"}, "youth": {"r-ana"},
+    }  # fmt: skip
