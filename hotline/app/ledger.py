@@ -131,6 +131,9 @@ class Ledger:
     ) -> None:
         self.presence.expect(queue, interface, change, reason)
 
+    def expect_pause(self, interface: str, queue: str | None, reason: str) -> None:
+        self.presence.expect_pause(interface, queue, reason)
+
     async def run_ticks(self) -> None:
         """Close provisional abandons after their grace, and stale records after their bound."""
         while True:

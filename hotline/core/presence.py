@@ -15,6 +15,7 @@ from hotline.core.records import (
     JoinReason,
     LeaveReason,
     MemberSession,
+    PausedBy,
     PauseInterval,
 )
 
@@ -53,6 +54,8 @@ class Presence:
         # Announced and not yet seen: the reasons of hotline's own joins and leaves.
         self._joins: dict[_Key, JoinReason] = {}
         self._leaves: dict[_Key, LeaveReason] = {}
+        # Interfaces hotline is pausing, with the queue (None: all of them) and the reason.
+        self._our_pauses: dict[str, tuple[str | None, str]] = {}
         # (start, end) of the last closed session / pause of each key: a new one starts after.
         self._last_session: dict[_Key, tuple[datetime, datetime]] = {}
         self._last_pause: dict[_Key, tuple[datetime, datetime]] = {}
@@ -74,6 +77,12 @@ class Presence:
         else:
             reasons = JOIN_REASONS if change == "join" else LEAVE_REASONS
             raise ValueError(f"{reason!r} is no reason to {change}, not one of {reasons}")
+
+    def expect_pause(self, interface: str, queue: str | None, reason: str) -> None:
+        """Announce a pause hotline is about to send (a supervisor's, a wellbeing pause), so the
+        pause it starts, in `queue` or in every queue, is filed as paused by hotline. It holds
+        until the member's next unpause."""
+        self._our_pauses[interface] = (queue, reason)
 
     def feed(
         self, name: str, fields: Mapping[str, str], at: datetime
@@ -189,14 +198,21 @@ class Presence:
         self, key: _Key, responder: str, reason: str, at: datetime, paused: bool
     ) -> list[MemberSession | PauseInterval]:
         if not paused:
+            ours = self._our_pauses.get(key[1])
+            if ours is not None and ours[0] in (None, key[0]):
+                del self._our_pauses[key[1]]
             return list(self._unpause(key, at))
         current = self._pauses.get(key)
         if current is not None and current.reason == reason:
             return []  # Asterisk repeats QueueMemberPause for a repeated pause
         changed: list[MemberSession | PauseInterval] = list(self._unpause(key, at))
         start = self._start(self._last_pause.get(key), at)
-        # hotline never pauses members today, so every pause is someone else's.
-        pause = PauseInterval(key[0], responder, key[1], start, None, reason, "external", 1)
+        ours = self._our_pauses.get(key[1])
+        by: PausedBy = (
+            "hotline" if ours is not None and ours[1] == reason and ours[0] in (None, key[0])
+            else "external"
+        )  # fmt: skip
+        pause = PauseInterval(key[0], responder, key[1], start, None, reason, by, 1)
         self._pauses[key] = pause
         changed.append(pause)
         return changed

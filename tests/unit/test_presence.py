@@ -363,3 +363,31 @@ def _key(change: Change) -> tuple[str, str, str, datetime]:
     if isinstance(change, MemberSession):
         return ("session", change.queue, change.interface, change.joined_at)
     return ("pause", change.queue, change.interface, change.started_at)
+
+
+def test_a_pause_hotline_announced_is_filed_as_hotlines_until_the_next_unpause() -> None:
+    presence = Presence()
+    presence.feed("QueueMemberAdded", added(), at(0))
+    presence.feed("QueueMemberAdded", fields_of(queue="youth"), at(0))
+    presence.expect_pause(PHONE, None, "decompression")  # every queue
+    (ours,) = pauses(presence.feed("QueueMemberPause", pause("1", "decompression"), at(1)))
+    youth = fields_of(queue="youth", Paused="1", PausedReason="decompression")
+    (ours_too,) = pauses(presence.feed("QueueMemberPause", youth, at(1)))
+    assert (ours.paused_by, ours_too.paused_by) == ("hotline", "hotline")
+    presence.feed("QueueMemberPause", pause("0"), at(2))
+    # After the unpause the responder's own pause, even with the same reason, is theirs.
+    (theirs,) = pauses(presence.feed("QueueMemberPause", pause("1", "decompression"), at(3)))
+    assert theirs.paused_by == "external"
+
+
+def test_an_announced_pause_with_another_reason_or_queue_is_not_hotlines() -> None:
+    presence = Presence()
+    presence.feed("QueueMemberAdded", added(), at(0))
+    presence.expect_pause(PHONE, Q, "break")
+    (other,) = pauses(presence.feed("QueueMemberPause", pause("1", "admin"), at(1)))
+    assert other.paused_by == "external"
+    presence.expect_pause(PHONE, "youth", "break")
+    # The admin pause ends as the break begins.
+    ended, elsewhere = pauses(presence.feed("QueueMemberPause", pause("1", "break"), at(2)))
+    assert (ended.reason, ended.ended_at) == ("admin", at(2))
+    assert (elsewhere.reason, elsewhere.paused_by) == ("break", "external")
