@@ -55,6 +55,9 @@ class Pbx:
     sip_port: int
     state_dir: Path
     ami_tls_port: int = field(default_factory=free_port)
+    # SIP over TLS for the phones, on an address of its own (deploy/pbx.sh, docs/phones.md).
+    sip_tls_port: int = field(default_factory=free_port)
+    phone_address: str = "127.0.1.1"
 
     def env(self) -> dict[str, str]:
         return {
@@ -64,6 +67,8 @@ class Pbx:
             "HOTLINE_AMI_PORT": str(self.ami_port),
             "HOTLINE_AMI_TLS_PORT": str(self.ami_tls_port),
             "HOTLINE_SIP_PORT": str(self.sip_port),
+            "HOTLINE_SIP_TLS_PORT": str(self.sip_tls_port),
+            "HOTLINE_SIP_PHONE_ADDR": self.phone_address,
         }
 
     def run(self, *args: str, timeout: float = 300) -> str:

@@ -20,7 +20,7 @@ EventName = Literal[
     "AgentRingNoAnswer", "AgentConnect", "AgentComplete", "AgentDump", "DialEnd", "Hangup",
     "UserEvent", "QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause",
     "QueueMemberPenalty", "QueueMemberStatus", "QueueMemberRinginuse", "FullyBooted", "Reload",
-    "Shutdown",
+    "Shutdown", "ContactStatus",
 ]  # fmt: skip
 EVENT_NAMES: frozenset[str] = frozenset(get_args(EventName))
 # The actions hotline sends (Login aside); any other is reported as "other".

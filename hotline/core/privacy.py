@@ -25,6 +25,8 @@ ALLOWED = frozenset(
         "LastCall", "LastPause", "LoginTime", "InCall", "Status", "Paused", "PausedReason",
         "Ringinuse", "Wrapuptime", "Cause", "DialStatus", "Campaign",
         "Uptime", "LastReload", "Module", "Shutdown", "Restart",
+        # ContactStatus: a phone's (or trunk's) endpoint and its qualify result; not its URI
+        "EndpointName", "ContactStatus",
         # QueueStatus list items (member name and interface use these names there)
         "Name", "Location", "Max", "Strategy", "Calls", "Holdtime", "Completed", "Abandoned",
         "ServiceLevel", "ServicelevelPerf", "ServicelevelPerf2", "Weight", "Wait", "Priority",
