@@ -13,7 +13,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from hotline.core.ami import EventName, aware, field_count, field_text
-from hotline.core.records import AttemptOutcome, CallRecord, Outcome, RingAttempt
+from hotline.core.records import AttemptOutcome, CallRecord, Outcome, PartnerResult, RingAttempt
 
 if TYPE_CHECKING:
     from dataclasses import replace  # what `replace` below does, checked field by field
@@ -45,6 +45,20 @@ _EXITS = {
     "LEAVEUNAVAIL": Outcome.LEAVEEMPTY,
     "WITHDRAW": Outcome.ROLLOVER,
 }
+
+# DIALSTATUS of the dialplan's Dial to the partner centre (app_dial), as the PartnerResult
+# UserEvent reports it. INVALIDARGS is a rollover destination that cannot be dialled at all.
+_PARTNER_RESULTS = {
+    "ANSWER": PartnerResult.ANSWERED,
+    "BUSY": PartnerResult.BUSY,
+    "NOANSWER": PartnerResult.NOANSWER,
+    "CONGESTION": PartnerResult.CONGESTION,
+    "CHANUNAVAIL": PartnerResult.UNAVAILABLE,
+    "INVALIDARGS": PartnerResult.UNAVAILABLE,
+    "CANCEL": PartnerResult.CANCELED,
+}
+# The UserEvents our dialplan raises (docs/asterisk-ami.md), read only as UserEvents.
+_USER_EVENTS = frozenset({"QueueResult", "QueueRollover", "PartnerResult"})
 
 _OPEN, _ANSWERED, _UNKNOWN, _FINAL = 1, 2, 3, 4
 
@@ -164,7 +178,7 @@ class CallBook:
     higher revision than the last; the store upserts them forward-only by (rank, revision).
     """
 
-    # The events `feed` reads: QueueResult and QueueRollover come as UserEvents.
+    # The events `feed` reads: QueueResult, QueueRollover and PartnerResult come as UserEvents.
     EVENTS: frozenset[EventName] = frozenset(
         {
             "QueueCallerJoin", "AgentCalled", "DialEnd", "AgentRingNoAnswer", "AgentConnect",
@@ -203,6 +217,7 @@ class CallBook:
             "Hangup": self._hangup,
             "QueueResult": self._queue_result,
             "QueueRollover": self._rollover,
+            "PartnerResult": self._partner,
         }
 
     @property
@@ -213,9 +228,9 @@ class CallBook:
         """Apply one AMI event; return the snapshots of the records it changed, in order."""
         if name == "UserEvent":
             name = field_text(fields, "UserEvent") or ""
-            if name not in ("QueueResult", "QueueRollover"):
+            if name not in _USER_EVENTS:
                 return []
-        elif name in ("QueueResult", "QueueRollover"):
+        elif name in _USER_EVENTS:
             return []  # only ever meaningful as UserEvents raised by our dialplan
         handler = self._handlers.get(name)
         return handler(fields, aware(at)) if handler is not None else []
@@ -665,8 +680,32 @@ class CallBook:
         call = self._calls.get((uniqueid, queue)) if uniqueid and queue else None
         if call is None or call.record.rolled_over:
             return []
-        # The one change a closed record still takes.
+        # One of the changes a closed record still takes (the other: the partner's result).
         call.record = replace(call.record, rolled_over=True)
+        return [self._emit(call, at)]
+
+    def _partner(self, fields: Mapping[str, str], at: datetime) -> list[CallRecord]:
+        """The partner centre's result for the visit that rolled over to it, raised by the
+        dialplan once its Dial ends (docs/asterisk-ami.md, "The partner centre's result"). An
+        answer there makes an unanswered visit a `rollover`; any other result leaves its outcome
+        as the queue decided, and the caller's return to the queue is a visit of its own."""
+        uniqueid, queue = field_text(fields, "Uniqueid"), field_text(fields, "Queue")
+        result = _PARTNER_RESULTS.get((field_text(fields, "Status") or "").upper())
+        call = self._calls.get((uniqueid, queue)) if uniqueid and queue else None
+        if call is None or result is None or call.record.partner_result is not None:
+            return []  # one partner call per visit: a result, once reported, stands
+        if call.record.answered_at is not None:
+            return []  # answered here: the dialplan never rolls such a visit over
+        call.seen(at)
+        call.record = replace(call.record, partner_result=result, rolled_over=True)
+        if result is PartnerResult.ANSWERED:
+            if call.is_open:
+                if call.record.wait_s is None:
+                    wait_s = _between(call.record.entered_at, at)
+                    call.record = replace(call.record, wait_s=wait_s)
+                call.finish(Outcome.ROLLOVER, at)
+            else:  # closed as the queue left it: the visit ended there, at the partner
+                call.record = replace(call.record, outcome=Outcome.ROLLOVER, rank=_FINAL)
         return [self._emit(call, at)]
 
 

@@ -28,7 +28,7 @@ class Recorded:
         out = self.cluster.psql(
             "SELECT row_to_json(c) FROM (SELECT uniqueid, queue, visit, caller_key, "
             "caller_withheld, campaign, outcome, answered_by, wait_s, talk_s, rolled_over, "
-            "attempts FROM hotline.calls) c",
+            "partner_result, attempts FROM hotline.calls) c",
             self.database,
         )
         return [json.loads(line) for line in out.splitlines() if line.strip()]

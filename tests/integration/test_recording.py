@@ -53,19 +53,20 @@ async def test_every_call_is_recorded_with_its_outcome_responder_wait_and_talk(
     await _until_closed(recorded, "+15550100001")
 
     # Abandoned (the caller gives up after 4 s in the queue, behind a 1 s greeting) and timed
-    # out (the 8 s maximum wait, then rollover), while r-away's phone rings and rings.
+    # out (the 8 s maximum wait, then rollover to the stand-in partner centre, which answers and
+    # talks until the caller hangs up), while r-away's phone rings and rings.
     clock.set(RINGING)
     await wait_for(ami.names, lambda n: n == {"crisis": ["r-away"]}, 5, "r-away on duty")
     await ami.call("988", caller="5550100002", hold_s=5)
-    await ami.call("741", caller="+15550100003", hold_s=30)
+    await ami.call("741", caller="+15550100003", hold_s=12)
     await _until_closed(recorded, "+15550100002", within=15)
-    await _until_closed(recorded, "+15550100003", within=20)
+    await _until_closed(recorded, "+15550100003", within=20, partner=True)
 
-    # Refused: nobody staffed at all.
+    # Refused: nobody staffed at all; rolled over at once, to the partner centre.
     clock.set(NOBODY)
     await wait_for(ami.names, lambda n: n == {}, 5, "nobody on duty")
-    await ami.call("988", caller="+15550100004", hold_s=10)
-    await _until_closed(recorded, "+15550100004")
+    await ami.call("988", caller="+15550100004", hold_s=5)
+    await _until_closed(recorded, "+15550100004", partner=True)
 
     answered, abandoned, timeout, refused = (
         _only(recorded.by_caller(n))
@@ -85,14 +86,18 @@ async def test_every_call_is_recorded_with_its_outcome_responder_wait_and_talk(
     assert _near(abandoned["wait_s"], 4)
     assert abandoned["rolled_over"] is False
 
-    assert timeout["outcome"] == "timeout"
+    # Timed out of the queue, then taken by the partner centre: a rollover.
+    assert timeout["outcome"] == "rollover"
+    assert timeout["partner_result"] == "answered"
     assert _near(timeout["wait_s"], 8)
     assert timeout["rolled_over"] is True
     assert timeout["campaign"] == "741"
 
-    assert refused["outcome"] == "joinempty"
+    assert refused["outcome"] == "rollover"
+    assert refused["partner_result"] == "answered"
     assert refused["wait_s"] == 0
     assert refused["rolled_over"] is True
+    assert answered["partner_result"] is None
 
     # The metrics agree with the rows: the same calls, the same outcomes.
     samples = await _samples(hotline)
@@ -106,9 +111,14 @@ async def test_every_call_is_recorded_with_its_outcome_responder_wait_and_talk(
     assert samples[("hotline_queue_calls_abandoned_total", _key(crisis))] == outcomes.count(
         "abandoned"
     )
-    for reason, outcome in (("timeout", "timeout"), ("refused", "joinempty")):
+    # Exits count how the calls left the queue (a timeout, a refused join), though the partner
+    # centre then took both; the partner's results are counted apart.
+    for reason in ("timeout", "refused"):
         labels = _key(crisis | {"reason": reason})
-        assert samples[("hotline_queue_calls_exited_total", labels)] == outcomes.count(outcome)
+        assert samples[("hotline_queue_calls_exited_total", labels)] == 1
+    assert outcomes.count("rollover") == 2
+    partner_answered = _key(crisis | {"result": "answered"})
+    assert samples[("hotline_partner_calls_total", partner_answered)] == 2
     waits = {
         kind: samples[("hotline_queue_wait_seconds_count", _key(crisis | {"outcome": kind}))]
         for kind in ("answered", "abandoned", "exited")
@@ -162,12 +172,21 @@ async def _nothing_identifies_the_callers(
         assert number not in spooled
 
 
-async def _until_closed(recorded: Recorded, number: str, within: float = 15) -> None:
+async def _until_closed(
+    recorded: Recorded, number: str, within: float = 15, *, partner: bool = False
+) -> None:
+    """Until the caller's rows are closed, and if `partner`, have the partner centre's result."""
+
     async def rows() -> list[dict[str, object]]:
         return await asyncio.to_thread(recorded.by_caller, number)
 
     await wait_for(
-        rows, lambda rs: bool(rs) and all(r["outcome"] for r in rs), within, f"{number} closed"
+        rows,
+        lambda rs: (
+            bool(rs) and all(r["outcome"] and (r["partner_result"] or not partner) for r in rs)
+        ),
+        within,
+        f"{number} closed",
     )
 
 

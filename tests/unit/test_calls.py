@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hotline.core.calls import CallBook
-from hotline.core.records import AttemptOutcome, CallRecord, Outcome, RingAttempt
+from hotline.core.records import AttemptOutcome, CallRecord, Outcome, PartnerResult, RingAttempt
 
 T0 = datetime(2025, 3, 1, 22, 0, tzinfo=UTC)
 UID = "1740866400.17"
@@ -81,6 +81,10 @@ def result(t: float, status: str, uid: str = UID, queue: str = Q) -> Event:
 
 def rollover(t: float, uid: str = UID) -> Event:
     return caller(t, "UserEvent", uid, UserEvent="QueueRollover")
+
+
+def partner(t: float, status: str, uid: str = UID) -> Event:
+    return caller(t, "UserEvent", uid, UserEvent="PartnerResult", Status=status)
 
 
 def hangup(t: float, uid: str = UID) -> Event:
@@ -404,6 +408,93 @@ def test_re_entry_after_a_timeout_is_visit_two() -> None:
     assert second.revision == 3
 
 
+TIMED_OUT = [join(0), abandon(90, 90), leave(90), result(90.1, "TIMEOUT"), rollover(90.2)]
+
+
+def test_a_partner_that_answers_makes_the_timed_out_visit_a_rollover() -> None:
+    snapshots = play([*TIMED_OUT, partner(700, "ANSWER"), hangup(700)])
+    before, after = snapshots[-2:]
+    assert (before.outcome, before.partner_result) == (Outcome.TIMEOUT, None)
+    assert (after.outcome, after.partner_result, after.rank) == (
+        Outcome.ROLLOVER,
+        PartnerResult.ANSWERED,
+        4,
+    )
+    # The queue's end and wait stay; only the outcome and the partner's result change.
+    assert (after.ended_at, after.wait_s, after.rolled_over) == (at(90.1), 90, True)
+    assert after.revision == before.revision + 1
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("BUSY", PartnerResult.BUSY),
+        ("NOANSWER", PartnerResult.NOANSWER),
+        ("CONGESTION", PartnerResult.CONGESTION),
+        ("CHANUNAVAIL", PartnerResult.UNAVAILABLE),
+        ("INVALIDARGS", PartnerResult.UNAVAILABLE),
+        ("CANCEL", PartnerResult.CANCELED),
+    ],
+)
+def test_a_partner_that_does_not_answer_leaves_the_queue_s_outcome(
+    status: str, expected: PartnerResult
+) -> None:
+    after = play([*TIMED_OUT, partner(95, status)])[-1]
+    assert (after.outcome, after.partner_result, after.rank) == (Outcome.TIMEOUT, expected, 4)
+
+
+def test_a_caller_back_in_the_queue_after_a_failed_partner_call_is_visit_two() -> None:
+    snapshots = play(
+        [
+            result(0, "JOINEMPTY"),
+            rollover(0.1),
+            partner(0.2, "CHANUNAVAIL"),
+            join(5),
+            connect(9, "r-1", 4, 3),
+            complete(60, "r-1", 4, 51),
+            partner(61, "ANSWER"),  # the dialplan never rolls an answered visit over: ignored
+            hangup(61),
+        ]
+    )
+    first, second = last(snapshots, visit=1), last(snapshots, visit=2)
+    assert (first.outcome, first.partner_result, first.rolled_over) == (
+        Outcome.JOINEMPTY,
+        PartnerResult.UNAVAILABLE,
+        True,
+    )
+    assert (second.outcome, second.answered_by, second.partner_result) == (
+        Outcome.ANSWERED,
+        "r-1",
+        None,
+    )
+
+
+def test_the_partner_s_result_is_taken_once_and_only_as_a_user_event() -> None:
+    book = CallBook()
+    play([*TIMED_OUT, partner(95, "BUSY")], book)
+    assert play([partner(96, "ANSWER"), partner(97, "BUSY")], book) == []
+    assert play([caller(98, "PartnerResult", Status="ANSWER")], book) == []
+    assert play([partner(99, "DONTCALL"), partner(99, "")], CallBook()) == []
+
+
+def test_a_partner_answer_for_a_visit_whose_exit_was_lost_closes_it_as_a_rollover() -> None:
+    after = play([join(0), abandon(90, 90), partner(91, "ANSWER")])[-1]
+    assert (after.outcome, after.ended_at, after.wait_s, after.rank) == (
+        Outcome.ROLLOVER,
+        at(91),
+        90,
+        4,
+    )
+
+
+def test_a_partner_answer_for_a_visit_closed_unknown_makes_it_a_true_rollover() -> None:
+    book = CallBook()
+    play([join(0)], book)
+    book.resync([], at(60))  # AMI was away: closed as unknown
+    after = play([partner(120, "ANSWER")], book)[-1]
+    assert (after.outcome, after.rank, after.ended_at) == (Outcome.ROLLOVER, 4, at(60))
+
+
 def test_a_join_for_a_visit_still_open_closes_it_as_unknown_and_opens_the_next() -> None:
     book = CallBook()
     old, new = play([join(0), join(50)], book)[-2:]
@@ -606,8 +697,10 @@ NUMBERS = st.one_of(
 FIELDS = {
     "Queue": st.sampled_from((*QUEUES, "")),
     "Uniqueid": st.sampled_from((*UIDS, "")),
-    "UserEvent": st.sampled_from(("QueueResult", "QueueRollover", "Other", "")),
-    "Status": st.sampled_from((*STATUSES, "CONTINUE", "", "bogus")),
+    "UserEvent": st.sampled_from(("QueueResult", "QueueRollover", "PartnerResult", "Other", "")),
+    "Status": st.sampled_from(
+        (*STATUSES, "CONTINUE", "ANSWER", "BUSY", "CHANUNAVAIL", "", "bogus")
+    ),
     "DialStatus": st.sampled_from(
         ("ANSWER", "BUSY", "NOANSWER", "CANCEL", "CONGESTION", "CHANUNAVAIL", "", "x")
     ),
@@ -694,7 +787,10 @@ def flow(kind: str, uid: str, queue: str) -> list[Event]:
         events += [dial_end(40, d1, "CANCEL"), hangup(40)]
     elif kind == "timeout":
         events = [join(0), abandon(90, 90), leave(90), result(90, "TIMEOUT"), rollover(90)]
-        events += [hangup(400)]
+        events += [partner(400, "ANSWER"), hangup(400)]
+    elif kind == "requeued":
+        events = [result(0, "JOINEMPTY"), rollover(0), partner(0, "CHANUNAVAIL")]
+        events += [join(5), abandon(30, 25), leave(30), hangup(30)]
     elif kind == "upstream":
         events = [join(0), abandon(60, 60), leave(60), hangup(60)]
     elif kind == "dumped":
@@ -712,7 +808,9 @@ def flow(kind: str, uid: str, queue: str) -> list[Event]:
     return rebound
 
 
-KINDS = ("answered", "transferred", "abandoned", "timeout", "upstream", "dumped", "JOINEMPTY")
+KINDS = (
+    "answered", "transferred", "abandoned", "timeout", "requeued", "upstream", "dumped", "JOINEMPTY"
+)  # fmt: skip
 
 
 @st.composite
@@ -762,13 +860,26 @@ class Ledger:
             else:
                 assert s.revision > before.revision
                 assert s.rank >= before.rank
-                if before.rank == 4:  # final: only the rollover flag may still change
-                    assert s.rolled_over
-                    assert not before.rolled_over
-                    assert (
-                        dataclasses.replace(s, rolled_over=False, revision=before.revision)
-                        == before
+                if before.rank == 4:
+                    # Final: only the rollover flag and the partner's result may still change,
+                    # each once, and a partner's answer makes an unanswered visit a rollover.
+                    assert (s.rolled_over, s.partner_result) != (
+                        before.rolled_over,
+                        before.partner_result,
                     )
+                    assert s.rolled_over or not before.rolled_over
+                    assert before.partner_result in (None, s.partner_result)
+                    if s.outcome is not before.outcome:
+                        assert s.outcome is Outcome.ROLLOVER
+                        assert s.partner_result is PartnerResult.ANSWERED
+                    unchanged = dataclasses.replace(
+                        s,
+                        rolled_over=before.rolled_over,
+                        partner_result=before.partner_result,
+                        outcome=before.outcome,
+                        revision=before.revision,
+                    )
+                    assert unchanged == before
             assert (s.outcome is None) == (s.rank in (1, 2))
             assert (s.outcome is Outcome.UNKNOWN) == (s.rank == 3)
             assert s.answered_at is not None or s.rank != 2
