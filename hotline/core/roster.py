@@ -50,7 +50,9 @@ class RosterException:
 class Override:
     """A supervisor's decision for one responder, from `start` until `end`: on or off duty in
     `queues` (None: every queue of the responder). It beats the shifts and the exceptions; of two
-    overrides that cover the same instant and queue, the one that started later wins."""
+    overrides that cover the same instant and queue, the one that started later wins. An `on`
+    override also calls a standby responder into a queue they stand by for, surge or not, when
+    it names that queue (or, for one with no queue of their own, covers every queue)."""
 
     id: int  # the store's key; identifies the override to cancel
     responder: str
@@ -163,6 +165,11 @@ def desired_at(
             on = scheduled if chosen is None else _overridden(chosen, queue, scheduled)[0]
             if on and not _lacking(index, rid, queue, at_utc):
                 desired[queue][rid] = member
+    for queue, standing_by in index.standby.items():
+        for rid, member in standing_by:
+            called = _called_in(index, rid, queue, overrides.get(rid))
+            if called and rid not in desired[queue] and not _lacking(index, rid, queue, at_utc):
+                desired[queue][rid] = member
     for queue in surging:
         for rid, member in index.standby.get(queue, ()):
             if rid in desired[queue] or rid in off:
@@ -204,6 +211,16 @@ def explain(
                 standings[queue][rid] = Standing(rid, None, "certification", lacking)
             else:
                 standings[queue][rid] = Standing(rid, member if on else None, decided or base)
+    for queue, standing_by in index.standby.items():
+        for rid, member in standing_by:
+            current = standings[queue].get(rid)
+            if current is not None and current.member is not None:
+                continue
+            if _called_in(index, rid, queue, overrides.get(rid)):
+                if lacking := _lacking(index, rid, queue, at_utc):
+                    standings[queue][rid] = Standing(rid, None, "certification", lacking)
+                else:
+                    standings[queue][rid] = Standing(rid, member, "override_on")
     for queue in surging & index.standby.keys():
         for rid, member in index.standby[queue]:
             current = standings[queue].get(rid)
@@ -300,6 +317,18 @@ def _overridden(chosen: list[Override], queue: str, scheduled: bool) -> tuple[bo
             on = override.kind is ExceptionKind.ON
             why = "override_on" if on else "override_off"
     return on, why
+
+
+def _called_in(index: _Index, rid: str, queue: str, chosen: list[Override] | None) -> bool:
+    """Whether a supervisor's override puts a standby responder on duty in `queue`, one they
+    stand by for, surge or not: an `on` override naming it, or covering every queue of a
+    responder who has none of their own (the latest start wins, as for members)."""
+    on = False
+    for override in chosen or ():
+        covers = queue in override.queues if override.queues is not None else not index.members[rid]
+        if covers:
+            on = override.kind is ExceptionKind.ON
+    return on
 
 
 def _lacking(index: _Index, rid: str, queue: str, at: datetime) -> tuple[str, ...]:
