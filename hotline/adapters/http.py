@@ -10,6 +10,8 @@ Failed accepts (out of descriptors or memory) pause accepting for a second inste
 Every shed connection, failed accept and bad request is counted (the observer for the first two)
 and summed up in one log line at most every 10 s, never a line or a traceback per connection;
 aiohttp's own per-request log goes to a logger of the listener's, outside logging's tree.
+With `http.tls`, each accepted socket is wrapped in TLS here, its handshake bounded by
+`header_timeout`; other components (the supervision API) add their routes through `install`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import errno
 import logging
 import resource
 import socket
+import ssl
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -67,10 +70,15 @@ class Observer(Protocol):
     def accept_failed(self, kind: AcceptFailure) -> None: ...
 
 
+# Adds routes of other components (the supervision API and console) to the application.
+Install = Callable[[web.Application], None]
+
+
 def make_app(
     exposition: Exposition,
     readiness: Sequence[Readiness],
     on_request: Callable[[web.Request], None] | None = None,
+    install: Install | None = None,
 ) -> web.Application:
     """The routes; `on_request` is told of every request whose head is complete, before its
     handler runs."""
@@ -101,7 +109,20 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if install is not None:
+        install(app)
     return app
+
+
+def tls_context(settings: HttpSettings) -> ssl.SSLContext | None:
+    """The listener's TLS context from its certificate and key, or None for plain HTTP; OSError
+    (ssl.SSLError among them) for files that cannot be read or do not match."""
+    if settings.tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls.cert_file, settings.tls.key_file)
+    return context
 
 
 @asynccontextmanager
@@ -110,12 +131,16 @@ async def serve(
     exposition: Exposition,
     readiness: Sequence[Readiness],
     observer: Observer,
+    *,
+    install: Install | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[Listener]:
-    """Serve until the block exits; then stop accepting and close every connection."""
+    """Serve until the block exits; then stop accepting and close every connection. With `tls`,
+    every connection is TLS; its handshake must end within header_timeout."""
     sockets = await _bind(settings.host, settings.port)
-    listener = Listener(settings, observer)
+    listener = Listener(settings, observer, tls)
     runner = web.AppRunner(
-        make_app(exposition, readiness, listener.head_complete),
+        make_app(exposition, readiness, listener.head_complete, install),
         access_log=None,
         logger=listener.request_log,
         shutdown_timeout=_SHUTDOWN_S,
@@ -164,8 +189,11 @@ async def _bind(host: str, port: int) -> list[socket.socket]:
 class Listener:
     """Accepts connections and hands at most `max_connections` at once to aiohttp."""
 
-    def __init__(self, settings: HttpSettings, observer: Observer) -> None:
+    def __init__(
+        self, settings: HttpSettings, observer: Observer, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.settings = settings
+        self.tls = tls
         self.loop = asyncio.get_running_loop()
         self._observer = observer
         self._sockets: list[socket.socket] = []
@@ -246,8 +274,13 @@ class Listener:
         guarded = _Guarded(self, self._factory())
         self.open += 1
         self._observer.connections(self.open, self.limit)
+        # A TLS handshake counts against the connection's slot like a request head does: it must
+        # end within header_timeout (the head's own timer starts once it has).
+        handshake_s = self.settings.header_timeout_s if self.tls is not None else None
         task: asyncio.Task[object] = self.loop.create_task(
-            self.loop.connect_accepted_socket(lambda: guarded, conn)
+            self.loop.connect_accepted_socket(
+                lambda: guarded, conn, ssl=self.tls, ssl_handshake_timeout=handshake_s
+            )
         )
         self._starting.add(task)
 

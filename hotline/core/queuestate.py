@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from hotline.core.ami import EventName, field_number
 
@@ -35,6 +36,12 @@ class _Member:
     in_call: bool = False
     last_call: float = 0.0  # epoch seconds
     wrapup_s: float = 0.0  # the member's own; 0 means the queue's
+    # For the console: the member's name (a responder id for hotline's members), the reason
+    # Asterisk shows for its pause, and since when (epoch) its status, pause and call flags hold.
+    name: str = ""
+    paused_reason: str = ""
+    since: float = 0.0
+    paused_since: float = 0.0
 
     def state(self, now: float, queue_wrapup_s: float) -> str:
         if self.status in _UNAVAILABLE:
@@ -57,6 +64,26 @@ class _Queue:
     strategy: str = ""
     members: dict[str, _Member] = field(default_factory=dict)  # interface -> member
     callers: dict[str, float] = field(default_factory=dict)  # uniqueid -> entered (epoch)
+
+
+class MemberView(NamedTuple):
+    """One member of a queue now, for the console (never a caller's data). A tuple: the board
+    makes thousands of them every second."""
+
+    interface: str
+    name: str
+    state: str  # one of STATES
+    since: float  # epoch seconds: when its status, pause or call last changed
+    paused_reason: str | None  # while paused
+    paused_since: float | None  # while paused
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDetail:
+    """A queue now, member by member: what the console's board shows."""
+
+    waits_s: tuple[float, ...]  # each waiting caller's wait so far, longest first
+    members: tuple[MemberView, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +119,14 @@ class QueueBoard:
             queue.callers.pop(fields.get("Uniqueid", ""), None)
         elif name in _MEMBER_EVENTS:
             if interface := fields.get("Interface"):
-                _update(queue.members.setdefault(interface, _Member()), fields)
+                _update(queue.members.setdefault(interface, _Member(since=at)), fields, at)
         elif name == "QueueMemberRemoved":
             queue.members.pop(fields.get("Interface", ""), None)
         elif name in ("AgentConnect", "AgentComplete"):
             found = queue.members.get(fields.get("Interface", ""))
             if found is not None:
+                if found.in_call != (name == "AgentConnect"):
+                    found.since = at
                 found.in_call = name == "AgentConnect"
                 if name == "AgentComplete":
                     # LastCall changes silently in Asterisk: the end of the call starts wrap-up.
@@ -106,6 +135,7 @@ class QueueBoard:
     def resync(self, items: Iterable[Mapping[str, str]], now: float) -> None:
         """Rebuild from a QueueStatus reply (QueueMember and QueueEntry items), whole."""
         fresh = {name: _Queue(q.wrapup_s, q.strategy) for name, q in self._queues.items()}
+        old = self._queues
         for item in items:
             queue = fresh.get(item.get("Queue", ""))
             if queue is None:
@@ -114,12 +144,35 @@ class QueueBoard:
             if kind == "QueueParams":
                 queue.strategy = item.get("Strategy", "")
             elif kind == "QueueMember" and (interface := item.get("Location")):
-                member = _Member()
-                _update(member, item)
+                # A member whose state the read confirms keeps its times; others start now.
+                before = old[item["Queue"]].members.get(interface)
+                member = _Member() if before is None else replace(before)
+                _update(member, item, now)
+                if before is None:
+                    member.since = member.paused_since if member.paused else now
                 queue.members[interface] = member
             elif kind == "QueueEntry" and (uid := item.get("Uniqueid")):
                 queue.callers[uid] = now - (field_number(item, "Wait") or 0.0)
         self._queues = fresh
+
+    def detail(self, now: float) -> dict[str, QueueDetail]:
+        """Every queue member by member, and each waiting caller's wait (nothing else of them)."""
+        details = {}
+        for name, queue in self._queues.items():
+            members = tuple(
+                MemberView(
+                    interface,
+                    member.name or interface,
+                    member.state(now, queue.wrapup_s),
+                    member.since,
+                    member.paused_reason if member.paused else None,
+                    member.paused_since if member.paused else None,
+                )
+                for interface, member in queue.members.items()
+            )
+            waits = sorted((max(0.0, now - at) for at in queue.callers.values()), reverse=True)
+            details[name] = QueueDetail(tuple(waits), members)
+        return details
 
     def view(self, now: float) -> dict[str, QueueView]:
         views = {}
@@ -138,13 +191,23 @@ class QueueBoard:
         return views
 
 
-def _update(member: _Member, fields: Mapping[str, str]) -> None:
+def _update(member: _Member, fields: Mapping[str, str], at: float) -> None:
+    held = (member.status, member.paused, member.in_call)
+    was_paused = member.paused
+    if name := fields.get("MemberName") or fields.get("Name"):
+        member.name = name
     if "Status" in fields:
         member.status = int(field_number(fields, "Status") or 0)
     if "Paused" in fields:
         member.paused = fields["Paused"] == "1"
+        member.paused_reason = fields.get("PausedReason", "") if member.paused else ""
+        if member.paused and not was_paused:
+            # LastPause: when Asterisk paused it (QueueStatus after a restart of hotline).
+            member.paused_since = field_number(fields, "LastPause") or at
     if "InCall" in fields:
         member.in_call = fields["InCall"] == "1"
+    if (member.status, member.paused, member.in_call) != held:
+        member.since = at
     if "LastCall" in fields:
         member.last_call = field_number(fields, "LastCall") or 0.0
     if "Wrapuptime" in fields:
