@@ -6,27 +6,52 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
+from hotline.app import coverage as coverage_app
 from hotline.config import EXIT_CONFIG, Config, ConfigError, load_config
 from hotline.config.problems import printable
-from hotline.config.schema import FIRST_YEAR, LAST_YEAR
-from hotline.core.roster import DesiredMember, Roster, desired_at, next_change, resolve_local
+from hotline.config.schema import FIRST_YEAR, LAST_YEAR, NAME
+from hotline.core import coverage, kpis, report_output
+from hotline.core.access import token_hash
+from hotline.core.featurecodes import render_dialplan
+from hotline.core.forecast import SLOTS_PER_DAY, Forecast
+from hotline.core.plan import plan_json
+from hotline.core.roster import (
+    DesiredMember,
+    Override,
+    Roster,
+    desired_at,
+    explain,
+    next_change,
+    resolve_local,
+)
+from hotline.core.supervision import ROLES, ActionRefused
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 DEFAULT_CONFIG = Path("/etc/hotline/hotline.yaml")
+# How long `plan` waits for the database's overrides before planning without them.
+_PLAN_DB_TIMEOUT_S = 3.0
 
 _EXIT_CODES = f"""exit status:
   {EXIT_OK}   success
   {EXIT_USAGE}   bad command line
   {EXIT_CONFIG}  bad configuration (one line per problem on stderr)"""
+
+_DATABASE_EXIT_CODES = f"""exit status:
+  {EXIT_OK}   success
+  {EXIT_FAILURE}   the database cannot be reached
+  {EXIT_USAGE}   bad command line (--to not after --from included)
+  {EXIT_CONFIG}  bad configuration or database schema (one line per problem on stderr)"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +71,10 @@ def _check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     roster = config.roster
+    # Warnings about the time ahead (docs/staffing.md) go to stderr like problems, marked as
+    # warnings, and leave the exit status 0.
+    for warning in coverage_app.roster_warnings(config, datetime.now(UTC)):
+        print(f"{_shown(args.config)}: warning: {warning}", file=sys.stderr)
     print(
         f"{args.config}: OK ({len(roster.responders)} responders, {len(roster.shifts)} shifts, "
         f"{len(roster.queues)} queues)"
@@ -57,8 +86,9 @@ def _plan(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    roster = config.roster
-    at = _instant(args.at, roster)
+    at = _instant(args.at, config.roster)
+    overrides, unread = _stored_overrides(config, at)
+    roster = replace(config.roster, overrides=overrides)
     desired = desired_at(roster, at)
     members = {
         queue: sorted(desired[queue].values(), key=lambda member: member.responder)
@@ -66,10 +96,128 @@ def _plan(args: argparse.Namespace) -> int:
     }
     local_at = at.astimezone(roster.tz)
     if args.json:
-        print(json.dumps({"at": local_at.isoformat(), "queues": _json_queues(members)}))
+        shown = plan_json(roster, at)
+        shown["overrides_read"] = unread is None
+        if unread is not None:
+            shown["overrides_problem"] = unread
+        print(json.dumps(shown))
     else:
         print(_human_plan(roster, local_at, members))
+        if roster.overrides or unread is not None:
+            print(_human_overrides(roster, at, unread))
     return EXIT_OK
+
+
+def _stored_overrides(config: Config, at: datetime) -> tuple[tuple[Override, ...], str | None]:
+    """The supervisors' overrides not cancelled that run past `at`, from the database when the
+    configuration has one; with why they could not be read, if so (the plan is then the
+    roster's alone, never a failure)."""
+    if config.database is None:
+        return (), None
+    from hotline import daemon  # noqa: PLC0415 - see _run
+    from hotline.adapters import log  # noqa: PLC0415
+    from hotline.adapters.store.supervision import SupervisionStore  # noqa: PLC0415
+
+    log.configure()  # to stderr: stdout is the plan
+    try:
+        dsn = daemon.database_dsn(config)
+    except ConfigError as error:
+        return (), f"the database password cannot be read ({'; '.join(error.problems)})"
+    assert dsn is not None  # a database is configured
+
+    async def load() -> list[Override]:
+        store = SupervisionStore(dsn, timeout_s=_PLAN_DB_TIMEOUT_S)
+        try:
+            return await store.load_overrides(at)
+        finally:
+            await store.close()
+
+    try:
+        return tuple(asyncio.run(load())), None
+    except ActionRefused as error:
+        return (), str(error)
+
+
+def _human_overrides(roster: Roster, at: datetime, unread: str | None) -> str:
+    lines = ["", "Overrides:"]
+    if unread is not None:
+        lines.append(f"  could not be read: {unread}; this plan follows the roster alone")
+    for override in sorted(roster.overrides, key=lambda o: (o.start, o.id)):
+        if override.end <= at:
+            continue
+        queues = ", ".join(sorted(override.queues)) if override.queues else "all queues"
+        start = override.start.astimezone(roster.tz).isoformat()
+        end = override.end.astimezone(roster.tz).isoformat()
+        lines.append(
+            f"  {override.id}: {override.responder} {override.kind.value} duty in {queues},"
+            f" {start} until {end}"
+        )
+    return "\n".join(lines)
+
+
+def _coverage(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    start = _instant(args.start, config.roster)
+    overrides, unread = _stored_overrides(config, start)
+    if unread is not None:
+        print(f"hotline coverage: overrides not read: {unread}", file=sys.stderr)
+    roster = replace(config.roster, overrides=overrides)
+    forecast, source, why = _coverage_forecast(config)
+    result = coverage.coverage(
+        roster, start, args.days * SLOTS_PER_DAY, forecast, coverage_app.targets(config)
+    )
+    render = coverage.as_json if args.json else coverage.as_text
+    print(render(result, roster.tz, source, why))
+    return EXIT_OK
+
+
+def _coverage_forecast(config: Config) -> tuple[Forecast, coverage.ForecastSource, str]:
+    """The forecast from the call records when a database is configured and answers; the floor
+    forecast otherwise, with why."""
+    floor = coverage_app.floor_forecast(config)
+    if config.database is None:
+        return floor, "floor", "no database configured"
+    from hotline import daemon  # noqa: PLC0415 - see _run
+    from hotline.adapters import log, store  # noqa: PLC0415
+
+    log.configure()  # to stderr: stdout is the coverage
+    try:
+        dsn = daemon.database_dsn(config)
+    except ConfigError as error:
+        return floor, "floor", f"the database password cannot be read: {'; '.join(error.problems)}"
+    assert dsn is not None  # a database is configured
+    try:
+        forecast = asyncio.run(store.load_forecast(dsn, config, datetime.now(UTC)))
+    except (store.StoreUnavailable, store.SchemaError) as error:
+        return floor, "floor", f"the database cannot be read: {printable(str(error), 200)}"
+    weeks = config.reports.forecast_weeks
+    return forecast, "history", f"calls of the trailing {weeks} weeks"
+
+
+def _pbx_dialplan(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    pauses = config.pauses
+    digits = {name: reason.digit for name, reason in pauses.reasons.items()}
+    print(render_dialplan(digits, pauses.hard_call_reason, str(args.config)), end="")
+    return EXIT_OK
+
+
+def _token(args: argparse.Namespace) -> int:
+    token = secrets.token_urlsafe(32)
+    entry = f'- {{name: {args.name}, role: {args.role}, sha256: "{token_hash(token).hex()}"}}'
+    print(f"token: {token}")
+    print(f"http.tokens entry: {entry}")
+    return EXIT_OK
+
+
+def _token_name(text: str) -> str:
+    if not NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError("use letters, digits, '_', '.' and '-'")
+    return text
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -108,6 +256,45 @@ def _purge(args: argparse.Namespace) -> int:
     return _with_database(args, "purge", purge)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from hotline.adapters import store  # noqa: PLC0415 - see _run
+
+    def report(dsn: str, config: Config) -> str:
+        tz = config.roster.tz
+        start, end = _instant(args.start, config.roster), _instant(args.end, config.roster)
+        if end <= start:
+            raise _UsageError("--to must be after --from")
+        result = asyncio.run(
+            store.read_report(
+                dsn,
+                config,
+                start=start,
+                end=end,
+                by=args.by,
+                group=args.group,
+                now=datetime.now(UTC),
+            )
+        )
+        if args.format == "csv":
+            return report_output.as_csv(result.rows, args.group, tz)
+        if args.format == "json":
+            return report_output.as_json(
+                result.rows,
+                group=args.group,
+                by=args.by,
+                start=start.astimezone(tz).isoformat(),
+                end=end.astimezone(tz).isoformat(),
+                tz=tz,
+            )
+        return report_output.as_table(result.rows, args.group, tz)
+
+    return _with_database(args, "report", report)
+
+
+class _UsageError(Exception):
+    """A command line that parses but asks for something impossible."""
+
+
 def _with_database(
     args: argparse.Namespace, name: str, action: Callable[[str, Config], str]
 ) -> int:
@@ -124,7 +311,11 @@ def _with_database(
     if dsn is None:
         return EXIT_CONFIG
     try:
-        print(action(dsn, config))
+        text = action(dsn, config)
+        sys.stdout.write(text if text.endswith("\n") else f"{text}\n")
+    except _UsageError as error:
+        print(f"hotline {name}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     except store.SchemaError as error:
         print(f"hotline {name}: {error}", file=sys.stderr)
         return EXIT_CONFIG
@@ -168,18 +359,9 @@ def _instant(at: datetime | None, roster: Roster) -> datetime:
     return at
 
 
-def _json_queues(members: dict[str, list[DesiredMember]]) -> dict[str, list[dict[str, object]]]:
-    return {
-        queue: [
-            {"responder": m.responder, "interface": m.interface, "penalty": m.penalty}
-            for m in queue_members
-        ]
-        for queue, queue_members in members.items()
-    }
-
-
 def _human_plan(roster: Roster, at: datetime, members: dict[str, list[DesiredMember]]) -> str:
     lines = [f"Plan at {at.isoformat()} ({roster.tz})"]
+    standings = explain(roster, at)
     for queue, queue_members in members.items():
         minimum = roster.queues[queue].min_responders
         lines += ["", f"{queue}: {len(queue_members)} on duty (minimum {minimum})"]
@@ -197,6 +379,11 @@ def _human_plan(roster: Roster, at: datetime, members: dict[str, list[DesiredMem
             ]
         else:
             lines.append("  (nobody)")
+        lines += [
+            f"  not added: {s.responder} {_uncertified(roster, s.responder, s.lacking)}"
+            for s in sorted(standings[queue], key=lambda s: s.responder)
+            if s.why == "certification"
+        ]
         if len(queue_members) < minimum:
             lines.append(
                 f"  warning: {queue} has {len(queue_members)} on duty, "
@@ -210,6 +397,19 @@ def _human_plan(roster: Roster, at: datetime, members: dict[str, list[DesiredMem
         local_change = change.astimezone(roster.tz)
         lines.append(f"Next change: {local_change.isoformat()} ({_after(change - at)})")
     return "\n".join(lines)
+
+
+def _uncertified(roster: Roster, responder: str, lacking: tuple[str, ...]) -> str:
+    """Why a scheduled responder is not added: "lacks certification X (lapsed ...)"."""
+    held = roster.responders[responder].certifications
+    reasons = [
+        f"{name} (lapsed {held[name].astimezone(roster.tz).isoformat(timespec='minutes')})"
+        if name in held
+        else f"{name} (not held)"
+        for name in lacking
+    ]
+    noun = "certification" if len(reasons) == 1 else "certifications"
+    return f"lacks {noun} {', '.join(reasons)}"
 
 
 def _after(delay: timedelta) -> str:
@@ -243,6 +443,13 @@ def _days_argument(text: str) -> int:
     days = int(text) if text.isascii() and text.isdigit() and len(text) <= 5 else 0
     if not 1 <= days <= 36_500:
         raise argparse.ArgumentTypeError(f"{printable(repr(text), 80)} is not 1 to 36500 days")
+    return days
+
+
+def _coverage_days(text: str) -> int:
+    days = int(text) if text.isascii() and text.isdigit() and len(text) <= 2 else 0
+    if not 1 <= days <= 35:
+        raise argparse.ArgumentTypeError(f"{printable(repr(text), 80)} is not 1 to 35 days")
     return days
 
 
@@ -303,15 +510,29 @@ def _parser() -> _Parser:
         "validate the configuration file",
         "Validate the configuration file and report every problem at once, each with its\n"
         "dotted path and line. The AMI secret is not read: it may be a credential that only\n"
-        "the service can see.",
+        "the service can see. Warnings about the time ahead (certifications that lapse within\n"
+        "roster_checks.certification_warn_days, less than roster_checks.min_rest_hours of rest\n"
+        "between a responder's shifts) go to stderr marked as warnings; they leave the exit\n"
+        "status 0 (docs/staffing.md).",
+    )
+    command(
+        "pbx-dialplan",
+        _pbx_dialplan,
+        "print the responders' feature codes as an Asterisk dialplan include",
+        "Print the dialplan that maps each pause reason's digit (pauses.reasons) to the\n"
+        "reason, for extensions_responder_codes.conf: deploy renders it from the same file\n"
+        "the daemon reads, so the phones and the console offer the same reasons\n"
+        '(docs/phones.md, "Feature codes"). Asterisk is not contacted.',
     )
     plan = command(
         "plan",
         _plan,
         "show who should be in which queue at an instant",
         "Show the responders each queue should have at an instant, according to the shifts\n"
-        "and exceptions of the roster, warn about queues below their minimum, and show when\n"
-        "the plan next changes. Asterisk is not contacted.",
+        "and exceptions of the roster and the supervisors' overrides (read from the database\n"
+        "when one is configured; the output says so when they cannot be read), warn about\n"
+        "queues below their minimum, and show when the plan next changes. Asterisk is not\n"
+        "contacted.",
     )
     plan.add_argument(
         "--at",
@@ -325,7 +546,11 @@ def _parser() -> _Parser:
     plan.add_argument(
         "--json",
         action="store_true",
-        help='print JSON: {"at": ..., "queues": {queue: [{"responder", "interface", "penalty"}]}}',
+        help=(
+            'print JSON: {"at": ..., "queues": {queue: [{"responder", "interface", "penalty",'
+            ' "why"}]}, "excluded", "min_responders", "below_minimum", "surging", "overrides",'
+            ' "overrides_read", "next_change"} (docs/supervision.md, "The plan")'
+        ),
     )
     command(
         "migrate",
@@ -347,6 +572,76 @@ def _parser() -> _Parser:
         metavar="N",
         help="override database.retention_days for this run",
     )
+    report = command(
+        "report",
+        _report,
+        "KPIs per period from the call records",
+        "Report, per hour, day, week or month of the roster's time zone (a day across a DST\n"
+        "change is 23 or 25 h), the figures defined in docs/reports.md: calls offered,\n"
+        "answered, answered within the queue's sl_seconds, service level, ASA, p90 wait,\n"
+        "abandoned (short abandons apart), rollover and partner results, joinempty, mean talk,\n"
+        "time staffed and paused, occupancy and pause time by reason. Reads Postgres only;\n"
+        "stdout holds the report and nothing else.",
+    )
+    report.epilog = _DATABASE_EXIT_CODES
+    for flag, dest, what in (("--from", "start", "start"), ("--to", "end", "end (excluded)")):
+        report.add_argument(
+            flag,
+            dest=dest,
+            type=_at_argument,
+            required=True,
+            metavar="DATETIME",
+            help=(
+                f"the window's {what}, ISO 8601; without an offset a wall-clock time in the "
+                "roster's zone, e.g. 2026-11-01 or 2026-11-01T08:00"
+            ),
+        )
+    report.add_argument("--by", choices=kpis.BYS, default="day", help="period (default: day)")
+    report.add_argument("--group", choices=kpis.GROUPS, help="one row per period and group")
+    report.add_argument(
+        "--format",
+        choices=report_output.FORMATS,
+        default="table",
+        help="table (default), csv (RFC 4180, header row) or json",
+    )
+    covered = command(
+        "coverage",
+        _coverage,
+        "show the gaps in the roster over the coming days",
+        "For every 15-minute slot and queue, count the responders the roster schedules for\n"
+        "the whole slot (shifts, exceptions, certifications, and the supervisors' overrides\n"
+        "from the database, as `plan` reads them) against the queue's min_responders and what\n"
+        "the forecast load needs by Erlang C at the queue's service level; list the gaps\n"
+        "(consecutive short slots of a queue), worst first (docs/staffing.md). The forecast\n"
+        "comes from the call records when a database is configured and answers, else from\n"
+        "reports.forecast_floor; the output says which. Asterisk is not contacted.",
+    )
+    covered.add_argument(
+        "--from",
+        dest="start",
+        type=_at_argument,
+        metavar="DATETIME",
+        help=(
+            "the start, ISO 8601 (default: now), rounded down to its quarter hour; without an"
+            " offset a wall-clock time in the roster's zone"
+        ),
+    )
+    covered.add_argument(
+        "--days",
+        type=_coverage_days,
+        default=7,
+        metavar="N",
+        help="how many days of 24 h to look at, 1 to 35 (default: 7)",
+    )
+    covered.add_argument(
+        "--json",
+        action="store_true",
+        help=(
+            'print JSON: {"from", "to", "slot_minutes", "forecast": {"source", "why"}, "queues":'
+            ' {queue: {"minimum", "scheduled": [...], "needed": [...]}}, "gaps": [{"queue",'
+            ' "from", "to", "short_of", "shortfall", "missing_hours"}]}'
+        ),
+    )
     command(
         "run",
         _run,
@@ -360,4 +655,14 @@ def _parser() -> _Parser:
         "service levels) are named in the log. Under systemd it reports readiness and\n"
         "watchdog pings through $NOTIFY_SOCKET.",
     )
+    token = command(
+        "token",
+        _token,
+        "make a new API token and the line that admits it",
+        "Print a new random bearer token for the API and the console, and the entry for\n"
+        "http.tokens that admits it: the configuration keeps only the token's SHA-256, so\n"
+        "the token is shown this once (docs/api.md, \"Tokens\"). Nothing is read or written.",
+    )
+    token.add_argument("--name", required=True, type=_token_name, help="who holds the token")
+    token.add_argument("--role", required=True, choices=ROLES, help="what it may do")
     return parser

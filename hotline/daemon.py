@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import resource
 import signal
 import socket
+import ssl
 import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import structlog
@@ -22,24 +25,48 @@ from prometheus_client import CollectorRegistry
 from hotline.adapters import http
 from hotline.adapters import log as logging_setup
 from hotline.adapters.ami import AmiLink
+from hotline.adapters.api import Api, Sources
 from hotline.adapters.clock import SystemClock
 from hotline.adapters.http import Readiness
-from hotline.adapters.metrics import CallFlow, Metrics, QueueCollector, render_metrics
+from hotline.adapters.metrics import (
+    CallFlow,
+    Metrics,
+    PauseMetrics,
+    QueueCollector,
+    SurgeMetrics,
+    WellbeingMetrics,
+    render_metrics,
+)
+from hotline.adapters.metrics.api import ApiMetrics
 from hotline.adapters.metrics.consumer import SAMPLE_EVERY, EventConsumer
-from hotline.adapters.store import SchemaError, Spool, Store, StoreUnavailable
+from hotline.adapters.metrics.coverage import CoverageMetrics
+from hotline.adapters.metrics.partner import PartnerCollector
+from hotline.adapters.metrics.phones import PhoneMetrics
+from hotline.adapters.store import SchemaError, Spool, Store, StoreUnavailable, load_forecast
+from hotline.adapters.store.supervision import SupervisionStore
 from hotline.adapters.systemd import Notifier
+from hotline.app.coverage import CoverageWatch
 from hotline.app.ledger import Ledger
 from hotline.app.membership import MembershipKeeper
+from hotline.app.supervisor import Supervisor
+from hotline.app.surge import AuditTrail, SurgeWatch
+from hotline.app.wellbeing import WellbeingKeeper
 from hotline.config import EXIT_CONFIG, Config, ConfigError, load_config, read_private_file
 from hotline.config.live import restart_only_changes
 from hotline.config.problems import LINE_CHARS, printable
-from hotline.core.ami import Event, EventName, Inbound, LinkDown, LinkUp, field_number
+from hotline.core.ami import Event, EventName, Inbound, LinkDown, LinkUp, Reply, field_number
+from hotline.core.board import Schedule, build_board, schedule
 from hotline.core.calls import CallBook
 from hotline.core.clock import Clock
+from hotline.core.phones import PhoneBook, roster_phones
+from hotline.core.plan import plan_json
 from hotline.core.presence import Presence
 from hotline.core.privacy import KeyFileError, Pseudonymiser, allow_listed, load_keys
 from hotline.core.queuestate import QueueBoard
 from hotline.core.reconcile import Trigger
+from hotline.core.supervision import ActionRefused
+from hotline.core.surge import Load, load_of
+from hotline.core.wellbeing import Guards
 
 log = structlog.get_logger("hotline.daemon")
 
@@ -77,6 +104,27 @@ class Secrets:
     ami: str = field(repr=False)
     pseudonymiser: Pseudonymiser | None = None
     database_dsn: str | None = field(default=None, repr=False)
+
+
+class _AnnouncedPauses:
+    """The AMI link for what hotline pauses by itself: a QueuePause that starts a pause is first
+    announced to `announce` (the ledger), so the pause is filed as hotline's, not external."""
+
+    def __init__(
+        self, link: AmiLink, announce: Callable[[str, str | None, str], None] | None
+    ) -> None:
+        self._link = link
+        self._announce = announce
+
+    @property
+    def up(self) -> bool:
+        return self._link.up
+
+    async def send(self, action: Mapping[str, str]) -> Reply:
+        starts = action.get("Action") == "QueuePause" and action.get("Paused") == "true"
+        if starts and self._announce is not None:
+            self._announce(action["Interface"], action.get("Queue"), action.get("Reason", ""))
+        return await self._link.send(action)
 
 
 class StartupError(Exception):
@@ -184,6 +232,12 @@ class Daemon:
         rollover = config.calls.upstream_rollover_after_s
         self.flow = CallFlow(registry, config.service, [rollover] if rollover else [])
         registry.register(QueueCollector(self.board, self.flow, config.service, time.time))
+        # Responders' phones: reachability and refused calls, for metrics and /readyz.
+        phones = roster_phones(config.roster.responders.values())
+        self.phones = PhoneBook(phones, config.roster.queues)
+        self.phone_metrics = PhoneMetrics(registry, self.phones)
+        # The partner centre's trunk is a PJSIP endpoint like a phone: its qualify, for alerts.
+        registry.register(PartnerCollector(self.phones))
         self.inbox: asyncio.Queue[Inbound] = asyncio.Queue(maxsize=_INBOX_SIZE)
         self.metrics.runtime.event_queue_depth.set_function(self.inbox.qsize)
         # Caller data is replaced or dropped in the AMI callback, before anything is queued.
@@ -230,16 +284,104 @@ class Daemon:
             on_status=self.on_status,
             on_change=self.ledger.expect if self.ledger else None,
         )
+        # The acting side of the supervisor API: pauses, overrides (stored with the records'
+        # database, in a pool of their own), the audit trail and the pause limits.
+        self.supervision_store = (
+            SupervisionStore(secrets.database_dsn) if secrets.database_dsn is not None else None
+        )
+        self.pause_metrics = PauseMetrics(
+            registry,
+            config.roster.queues,
+            {n: r.lift_at_limit for n, r in config.pauses.reasons.items() if r.max_s is not None},
+        )
+        # What pauses: a supervisor's and the wellbeing guard's, each announced to the ledger
+        # first so that its record says hotline paused the member.
+        pausing = _AnnouncedPauses(self.link, self.ledger.expect_pause if self.ledger else None)
+        self.supervisor = Supervisor(
+            self.keeper,
+            pausing,
+            self.supervision_store,
+            config.pauses,
+            clock,
+            observer=self.pause_metrics,
+        )
+        self.pause_metrics.watch(self.supervisor.over_limit_pauses)
+        # The coverage look-ahead on the roster in force (reloads and overrides included), on
+        # the roster's clock; the forecast from the records when there is a database.
+        dsn = secrets.database_dsn
+        self.coverage = CoverageWatch(
+            config,
+            lambda: self.keeper.roster,
+            clock,
+            CoverageMetrics(
+                registry,
+                clock.now,
+                lambda: self.keeper.roster,
+                timedelta(days=config.roster_checks.certification_warn_days),
+            ),
+            functools.partial(load_forecast, dsn, config) if dsn is not None else None,
+        )
+        self.api = Api(config.http, self._api_sources(clock, registry))
+        # The surge pool and the wellbeing guardrails (docs/staffing.md), on the wall clock:
+        # their durations are real time, whatever clock drives the roster.
+        self.surge_metrics = SurgeMetrics(registry, config.surge)
+        self.surge = SurgeWatch(
+            config.surge,
+            self._surge_load,
+            self.keeper,
+            clock=SystemClock(),
+            observer=self.surge_metrics,
+            audit=AuditTrail(self.supervision_store, self.surge_metrics),
+        )
+        self.wellbeing_metrics = WellbeingMetrics(registry, config.wellbeing)
+        self.wellbeing = WellbeingKeeper(
+            Guards(config.wellbeing, config.pauses.hard_call_reason),
+            pausing,
+            SystemClock(),
+            self.wellbeing_metrics,
+            AuditTrail(self.supervision_store, self.wellbeing_metrics),
+        )
         self.notifier = Notifier()
         self._gc_threshold = gc.get_threshold()
         self._reloads: set[asyncio.Task[bool]] = set()
         self._reload_lock = asyncio.Lock()
 
+    def _api_sources(self, clock: Clock, registry: CollectorRegistry) -> Sources:
+        """What the supervisors' API and console read and act on (docs/api.md)."""
+        keeper, queues = self.keeper, self.board
+        limits = {name: reason.max_s for name, reason in self.config.pauses.reasons.items()}
+
+        # The roster's part of the board changes only at the plan's next change.
+        plans: list[Schedule] = []
+
+        def board() -> dict[str, object]:
+            wall, now = time.time(), clock.now()
+            roster, surging = keeper.roster, keeper.surging
+            if not plans or not plans[0].holds(roster, surging, now):
+                plans[:] = [schedule(roster, now, surging)]
+            details = queues.detail(wall)
+            return build_board(details, plans[0], now, pause_limits=limits, wall=wall)
+
+        return Sources(
+            supervisor=self.supervisor,
+            board=board,
+            plan=lambda at: plan_json(keeper.roster, at, keeper.surging),
+            roster=lambda: keeper.roster,
+            now=clock.now,
+            pause_reasons=self.config.pauses.reasons,
+            observer=ApiMetrics(registry),
+        )
+
     def readiness(self) -> list[Readiness]:
         """Each component answers for itself; /readyz lists every reason."""
-        providers: list[Readiness] = [self.link.readiness, self.keeper.readiness]
+        providers: list[Readiness] = [
+            self.link.readiness,
+            self.keeper.readiness,
+            self.supervisor.readiness,
+        ]
         if self.store is not None:
             providers.append(self.store.readiness)
+        providers.append(self.phones.readiness)
         return providers
 
     async def watch_loop(self) -> None:
@@ -285,6 +427,9 @@ class Daemon:
     def on_status(self, items: list[Mapping[str, str]], triggers: set[Trigger]) -> None:
         """Every QueueStatus read rebuilds the live model; a reconnect's closes stale calls."""
         self.board.resync(items, time.time())
+        self.phones.resync(items)
+        self.supervisor.on_status(items)
+        self.wellbeing.on_status(items)
         if self.ledger is not None:
             self.ledger.on_status(items, triggers, asterisk_restarted=self._asterisk_restarted)
 
@@ -316,7 +461,33 @@ class Daemon:
                 log.warning("retention_skipped", days=days, reason=str(exc))
             else:
                 log.info("retention_purged", rows=deleted, days=days)
+            await self.purge_audit()
             await asyncio.sleep(_RETENTION_EVERY_S)
+
+    async def purge_audit(self) -> None:
+        """The audit trail's own retention (database.audit_retention_days), apart from the
+        records'."""
+        if self.supervision_store is None or self.config.database is None:
+            return
+        days = self.config.database.audit_retention_days
+        try:
+            deleted = await self.supervision_store.purge_audit(days)
+        except ActionRefused as exc:
+            log.warning("audit_retention_skipped", days=days, reason=str(exc))
+        else:
+            log.info("audit_retention_purged", rows=deleted, days=days)
+
+    def _surge_load(self) -> dict[str, Load] | None:
+        """Each queue's load for the surge rules; none while AMI is down (the board is stale)."""
+        if not self.link.up:
+            return None
+        return {queue: load_of(view) for queue, view in self.board.view(time.time()).items()}
+
+    def _on_phone_event(self, event: Event) -> None:
+        refusal = self.phones.on_event(event.name, event.fields)
+        if refusal is not None:
+            self.phone_metrics.refusal(refusal)
+            log.warning("phone_refused_call", responder=refusal.responder, cause="media")
 
     def _routes(self) -> Routes:
         """Which consumers each event goes to: one table, so no consumer re-filters the stream."""
@@ -332,6 +503,10 @@ class Daemon:
         if self.ledger is not None:
             consumers.append(("ledger", Ledger.EVENTS, self.ledger.on_event))
         consumers.append(("asterisk", _RELOAD_EVENTS, self._note_reload))
+        consumers.append(("phones", PhoneBook.EVENTS, self._on_phone_event))
+        consumers.append(("pauses", Supervisor.EVENTS, self.supervisor.on_event))
+        if self.config.wellbeing:
+            consumers.append(("wellbeing", WellbeingKeeper.EVENTS, self.wellbeing.on_event))
         routes: Routes = {}
         for consumer, names, handler in consumers:
             for name in names:
@@ -455,6 +630,7 @@ class Daemon:
             waiting = restart_only_changes(self.config, new)
             self.config = replace(self.config, roster=new.roster, reconcile=new.reconcile)
             self.keeper.replace_roster(new.roster, new.reconcile.resync_interval_s)
+            self.phones.replace_phones(roster_phones(new.roster.responders.values()))
             self.metrics.runtime.config_reloads.labels("ok").inc()
             log.info(
                 "config_reloaded",
@@ -472,6 +648,9 @@ class Daemon:
         reach, and young collections run less often: the event path allocates many short-lived
         objects, and full collections over everything held cost ~130 ms each under load."""
         await self.restore()
+        # The stored overrides reach the keeper before its first round; if Postgres cannot
+        # give them now, the supervisor's task retries and /readyz says so meanwhile.
+        await self.supervisor.load()
         self._gc_threshold = gc.get_threshold()
         gc.collect()
         gc.freeze()
@@ -487,12 +666,25 @@ class Daemon:
                 tasks.create_task(self.consume(), name="event-consumer"),
                 tasks.create_task(self.keeper.run_timer(), name="shift-timer"),
                 tasks.create_task(self.watch_loop(), name="loop-lag"),
+                tasks.create_task(self.coverage.run(), name="coverage"),
+                tasks.create_task(self.supervisor.run(), name="overrides"),
+                tasks.create_task(self.supervisor.run_pause_limits(), name="pause-limits"),
             ]
             if self.store is not None and self.ledger is not None:
                 running += [
                     tasks.create_task(self.store.run(), name="store-writer"),
                     tasks.create_task(self.ledger.run_ticks(), name="call-ticks"),
                     tasks.create_task(self.run_retention(), name="retention"),
+                ]
+            if self.config.surge:
+                running += [
+                    tasks.create_task(self.surge.run(), name="surge"),
+                    tasks.create_task(self.surge.audit.run(), name="surge-audit"),
+                ]
+            if self.config.wellbeing:
+                running += [
+                    tasks.create_task(self.wellbeing.run(), name="wellbeing"),
+                    tasks.create_task(self.wellbeing.audit.run(), name="wellbeing-audit"),
                 ]
             running.append(tasks.create_task(self.announce_ready(), name="ready"))
             if self.notifier.watchdog_s is not None:
@@ -512,6 +704,8 @@ class Daemon:
         try:
             if self.store is not None and self.config.database is not None:
                 await self.store.close(self.config.database.flush_timeout_s)
+            if self.supervision_store is not None:
+                await self.supervision_store.close()
         finally:
             self.notifier.close()
             # The process is left as it was found (tests run daemons one after another in it).
@@ -539,7 +733,12 @@ async def run(
             try:
                 await serving.enter_async_context(
                     http.serve(
-                        config.http, daemon.exposition, daemon.readiness(), daemon.metrics.http
+                        config.http,
+                        daemon.exposition,
+                        daemon.readiness(),
+                        daemon.metrics.http,
+                        install=daemon.api.install,
+                        tls=_http_tls(config),
                     )
                 )
             except OSError as exc:  # in use, not an address of this host, a name that is not
@@ -558,6 +757,17 @@ async def run(
     finally:
         await daemon.stop()
     log.info("daemon_stopped")
+
+
+def _http_tls(config: Config) -> ssl.SSLContext | None:
+    """The listener's TLS context; StartupError (exit 78) for a pair that cannot be used."""
+    try:
+        return http.tls_context(config.http)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        if isinstance(exc, ssl.SSLError):
+            reason = exc.reason or "not a certificate and key that match"
+        raise StartupError(f"http.tls: cannot use the certificate and key: {reason}") from None
 
 
 async def resolve_ami_host(config: Config) -> None:

@@ -10,7 +10,15 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from hotline.config.problems import Loc, Problem
-from hotline.config.schema import NAME, AmiModel, as_instant, iana_zone, instant_text
+from hotline.config.schema import (
+    NAME,
+    AmiModel,
+    PausesModel,
+    WellbeingModel,
+    as_instant,
+    iana_zone,
+    instant_text,
+)
 
 
 def cross_section_problems(data: object) -> list[Problem]:
@@ -48,6 +56,7 @@ def cross_section_problems(data: object) -> list[Problem]:
                     None,
                 )
             )
+    problems += _http_problems(data.get("http"))
     queues = data.get("queues")
     responders = data.get("responders")
     known_queues = list(queues) if isinstance(queues, dict) else None
@@ -64,6 +73,33 @@ def cross_section_problems(data: object) -> list[Problem]:
     for rid, responder in _items(responders):
         for queue, _penalty in _items(_get(responder, "queues")):
             check(("responders", rid, "queues", queue), "queue", queue, known_queues)
+    for queue_name, queue_data in _items(queues):
+        for position, member in _entries(_get(_get(queue_data, "surge"), "standby")):
+            loc = ("queues", queue_name, "surge", "standby", position)
+            check(loc, "responder", member, known_ids)
+
+    pauses = data.get("pauses")
+    reasons = _get(pauses, "reasons")
+    hard = _get(pauses, "hard_call_reason")
+    if isinstance(reasons, dict):
+        check(("pauses", "hard_call_reason"), "pause reason", hard, list(reasons))
+        by_digit: dict[object, str] = {}
+        for reason_name, reason in _items(reasons):
+            digit = _get(reason, "digit")
+            if isinstance(digit, int) and digit in by_digit:
+                message = f"digit {digit} is already that of pause reason {by_digit[digit]!r}"
+                problems.append((("pauses", "reasons", reason_name, "digit"), message, None))
+            by_digit.setdefault(digit, reason_name)
+    elif reasons is None and isinstance(hard, str) and hard != "decompression":
+        check(("pauses", "hard_call_reason"), "pause reason", hard, ["break", "decompression"])
+    # A wellbeing rest pause gives a reason of pauses.reasons (the default if none are set).
+    known_reasons = list(reasons) if isinstance(reasons, dict) else list(PausesModel().reasons)
+    for queue_name, queue_data in _items(queues):
+        wellbeing = _get(queue_data, "wellbeing")
+        if isinstance(wellbeing, dict):
+            rest = wellbeing.get("rest_reason", WellbeingModel.model_fields["rest_reason"].default)
+            rest_at = ("queues", queue_name, "wellbeing", "rest_reason")
+            check(rest_at, "pause reason", rest, known_reasons)
 
     first_named: dict[str, int] = {}
     for index, shift in _entries(data.get("shifts")):
@@ -87,6 +123,25 @@ def cross_section_problems(data: object) -> list[Problem]:
         end = _instant_or_none(_get(exception, "until"), zone)
         if start is not None and end is not None and end <= start:
             problems.append((("exceptions", index, "until"), "must be after from", None))
+    return problems
+
+
+def _http_problems(http: object) -> list[Problem]:
+    """API tokens: names and hashes each once; never sent in clear beyond loopback."""
+    problems: list[Problem] = []
+    seen: dict[str, set[object]] = {"name": set(), "sha256": set()}
+    for index, token in _entries(_get(http, "tokens")):
+        for key, known in seen.items():
+            value = _get(token, key)
+            if isinstance(value, str) and value in known:
+                problems.append((("http", "tokens", index, key), f"repeats an earlier {key}", None))
+            known.add(value)
+    listen = _get(http, "listen")
+    host = listen.rpartition(":")[0] if isinstance(listen, str) else None
+    if seen["name"] and host and _get(http, "tls") is None and not _loopback(host):
+        # docs/api.md, "Tokens": a bearer token crossing the network in clear is anyone's.
+        message = "is required when tokens are served beyond loopback"
+        problems.append((("http", "tls"), message, None))
     return problems
 
 

@@ -13,6 +13,7 @@ import os
 import stat
 import types
 from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
@@ -35,18 +36,26 @@ from hotline.config.schema import (
     AMI_TLS_PORT,
     ConfigModel,
     DatabaseModel,
+    SurgeModel,
+    WellbeingModel,
     as_instant,
 )
 from hotline.config.settings import (
     AmiSettings,
     AmiTlsSettings,
+    ApiToken,
     CallSettings,
     Config,
     DatabaseSettings,
     HttpSettings,
+    HttpTlsSettings,
+    PauseReason,
+    PauseSettings,
     PrivacySettings,
     QueueService,
     ReconcileSettings,
+    ReportSettings,
+    RosterCheckSettings,
     SecretRef,
 )
 from hotline.core.roster import (
@@ -56,7 +65,10 @@ from hotline.core.roster import (
     Roster,
     RosterException,
     Shift,
+    resolve_local,
 )
+from hotline.core.surge import Figure, SurgeRule
+from hotline.core.wellbeing import WellbeingRule
 
 # Limits on what a configuration file may cost to read. A roster of 2,000 responders, 300 shifts
 # and a year of exceptions is well under a megabyte and 100,000 values, and five levels deep.
@@ -429,7 +441,16 @@ def _convert(model: ConfigModel, path: Path) -> Config:
     roster = Roster(
         tz=zone,
         queues=types.MappingProxyType(
-            {name: QueuePolicy(name, queue.min_responders) for name, queue in model.queues.items()}
+            {
+                name: QueuePolicy(
+                    name,
+                    queue.min_responders,
+                    requires=frozenset(queue.requires),
+                    standby=tuple(queue.surge.standby) if queue.surge else (),
+                    standby_penalty=queue.surge.penalty if queue.surge else 0,
+                )
+                for name, queue in model.queues.items()
+            }
         ),
         responders=types.MappingProxyType(
             {
@@ -439,6 +460,9 @@ def _convert(model: ConfigModel, path: Path) -> Config:
                     interface=r.interface,
                     state_interface=r.state_interface or r.interface,
                     queues=types.MappingProxyType(dict(r.queues)),
+                    certifications=types.MappingProxyType(
+                        {c: _expiry(e, zone) for c, e in r.certifications.items()}
+                    ),
                 )
                 for rid, r in model.responders.items()
             }
@@ -498,6 +522,19 @@ def _convert(model: ConfigModel, path: Path) -> Config:
             max_connections=model.http.max_connections,
             header_timeout_s=model.http.header_timeout,
             idle_timeout_s=model.http.idle_timeout,
+            tls=(
+                HttpTlsSettings(
+                    cert_file=path.parent / model.http.tls.cert_file,
+                    key_file=path.parent / model.http.tls.key_file,
+                )
+                if model.http.tls is not None
+                else None
+            ),
+            tokens=tuple(
+                ApiToken(t.name, t.role, bytes.fromhex(t.sha256)) for t in model.http.tokens
+            ),
+            auth_failures_per_minute=model.http.auth_failures_per_minute,
+            session_idle_s=model.http.session_idle,
         ),
         reconcile=ReconcileSettings(resync_interval_s=model.reconcile.resync_interval),
         database=_database(model.database, path.parent),
@@ -522,7 +559,86 @@ def _convert(model: ConfigModel, path: Path) -> Config:
             upstream_rollover_after_s=model.calls.upstream_rollover_after,
             upstream_tolerance_s=model.calls.upstream_tolerance,
         ),
+        reports=ReportSettings(
+            short_abandon_s=model.reports.short_abandon_seconds,
+            forecast_weeks=model.reports.forecast_weeks,
+            forecast_floor=model.reports.forecast_floor,
+            forecast_talk_s=model.reports.forecast_talk_seconds,
+        ),
+        roster_checks=RosterCheckSettings(
+            certification_warn_days=model.roster_checks.certification_warn_days,
+            min_rest_hours=model.roster_checks.min_rest_hours,
+        ),
+        pauses=PauseSettings(
+            reasons=types.MappingProxyType(
+                {
+                    name: PauseReason(
+                        name,
+                        reason.digit,
+                        reason.max_minutes * 60 if reason.max_minutes is not None else None,
+                        reason.lift_at_limit,
+                    )
+                    for name, reason in model.pauses.reasons.items()
+                }
+            ),
+            hard_call_reason=model.pauses.hard_call_reason,
+        ),
+        surge=types.MappingProxyType(
+            {name: _surge(q.surge) for name, q in model.queues.items() if q.surge is not None}
+        ),
+        wellbeing=types.MappingProxyType(
+            {
+                name: _wellbeing(q.wellbeing)
+                for name, q in model.queues.items()
+                if q.wellbeing is not None
+            }
+        ),
     )
+
+
+# The surge figures by their name in the file.
+_SURGE_FIGURES: dict[str, Figure] = {
+    "callers_waiting": "callers_waiting",
+    "longest_wait_seconds": "longest_wait_s",
+    "calls_per_responder": "calls_per_responder",
+}
+
+
+def _surge(surge: SurgeModel) -> SurgeRule:
+    activate, release = surge.activate, surge.release
+    return SurgeRule(
+        activate=types.MappingProxyType(
+            {_SURGE_FIGURES[k]: v for k, v in activate.figures().items()}
+        ),
+        activate_after_s=activate.for_seconds,
+        release=types.MappingProxyType(
+            {_SURGE_FIGURES[k]: v for k, v in release.figures().items()}
+        ),
+        release_after_s=release.for_seconds,
+    )
+
+
+def _wellbeing(w: WellbeingModel) -> WellbeingRule:
+    hours = w.max_continuous_hours
+    return WellbeingRule(
+        decompress_after_s=w.decompress_after_minutes * 60
+        if w.decompress_after_minutes is not None
+        else None,
+        decompress_s=w.decompress_minutes * 60,
+        max_consecutive_calls=w.max_consecutive_calls,
+        max_continuous_s=hours * 3600 if hours is not None else None,
+        min_break_s=w.min_break_minutes * 60,
+        enforce=w.enforce,
+        rest_s=w.rest_minutes * 60,
+        rest_reason=w.rest_reason,
+    )
+
+
+def _expiry(value: date | datetime, zone: ZoneInfo) -> datetime:
+    """A certification's lapse instant: a date is valid through that day in the roster's zone."""
+    if isinstance(value, datetime):
+        return as_instant(value, zone)
+    return resolve_local(value + timedelta(days=1), time(0), zone)
 
 
 def _database(db: DatabaseModel | None, base: Path) -> DatabaseSettings | None:
@@ -538,5 +654,6 @@ def _database(db: DatabaseModel | None, base: Path) -> DatabaseSettings | None:
         spool_dir=base / db.spool_dir,
         spool_max_bytes=db.spool_max_bytes,
         retention_days=db.retention_days,
+        audit_retention_days=db.audit_retention_days,
         flush_timeout_s=db.flush_timeout,
     )

@@ -5,14 +5,15 @@ typed values, so "5038" is not silently a port, nor True a penalty."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, time
+from datetime import date, datetime, time
 from typing import Annotated, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from hotline.core.roster import resolve_local
+from hotline.core.supervision import Role
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # TECH/resource, e.g. PJSIP/1001 or Local/1001@responders/n; printable ASCII only, because the
@@ -217,12 +218,34 @@ class AmiModel(Section):
     backoff_max: _Seconds = 2.0
 
 
+class HttpTlsModel(Section):
+    # The listener's certificate chain and its private key (PEM), read at start.
+    cert_file: _Text
+    key_file: _Text
+
+
+class ApiTokenModel(Section):
+    # Who holds the token: the audit trail names them.
+    name: _Name
+    role: Role
+    # SHA-256 of the token, in hex; the token itself is never written down (`hotline token`).
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
 class HttpModel(Section):
     listen: Annotated[tuple[str, int], BeforeValidator(_listen)] = ("127.0.0.1", 9470)
     # Connections served at once; more are closed as soon as accepted (docs/http.md).
     max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
     header_timeout: _Seconds = 5.0  # from accept to a complete request head
     idle_timeout: _Seconds = 15.0  # a kept-alive connection between requests
+    tls: HttpTlsModel | None = None
+    # Bearer tokens of the API and the console (docs/api.md); none: both refuse everyone.
+    tokens: list[ApiTokenModel] = Field(default_factory=list)
+    # Failed sign-ins a source address may make per minute before it is refused (429) for
+    # the rest of that minute.
+    auth_failures_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 10
+    # A console session ends this long after its last request.
+    session_idle: _Seconds = 8 * 3600.0
 
 
 class ReconcileModel(Section):
@@ -236,6 +259,8 @@ class DatabaseModel(Section):
     spool_dir: _Text = "/var/lib/hotline/spool"
     spool_max_bytes: Annotated[int, Field(ge=1_000_000)] = 256 * 1024 * 1024
     retention_days: Annotated[int, Field(ge=1, le=36_500)] = 395
+    # The audit trail is kept apart, longer: six years, what health-care audit rules ask.
+    audit_retention_days: Annotated[int, Field(ge=1, le=36_500)] = 2190
     # At a stop, records still in memory get this long to reach Postgres; the rest is spooled.
     flush_timeout: _Seconds = 2.0
 
@@ -253,8 +278,87 @@ class CallsModel(Section):
     upstream_tolerance: _Seconds = 2.0
 
 
+class SurgeFiguresModel(Section):
+    # The load figures a surge rule reads (docs/staffing.md, "Surge pool"); null: not read.
+    callers_waiting: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    longest_wait_seconds: _Seconds | None = None
+    # Calls in the queue (waiting or answered) per responder present (not paused, reachable).
+    calls_per_responder: Annotated[float, Field(gt=0, le=1000, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _names_a_figure(self) -> SurgeFiguresModel:
+        if not self.figures():
+            raise ValueError(
+                "name at least one of callers_waiting, longest_wait_seconds, calls_per_responder"
+            )
+        return self
+
+    def figures(self) -> dict[str, float]:
+        named = {
+            "callers_waiting": self.callers_waiting,
+            "longest_wait_seconds": self.longest_wait_seconds,
+            "calls_per_responder": self.calls_per_responder,
+        }
+        return {key: float(value) for key, value in named.items() if value is not None}
+
+
+class SurgeActivateModel(SurgeFiguresModel):
+    # The surge starts when any figure is reached for this long, unbroken.
+    for_seconds: _Seconds = 30.0
+
+
+class SurgeReleaseModel(SurgeFiguresModel):
+    # It ends when every figure has stayed below its value this long, unbroken.
+    for_seconds: _Seconds = 300.0
+
+
+class SurgeModel(Section):
+    # Responders on call for this queue (with a softphone), added while it surges.
+    standby: Annotated[list[_Name], Field(min_length=1)]
+    # Their penalty while added: higher than the rostered members', so those are rung first.
+    penalty: _Count = 10
+    activate: SurgeActivateModel = Field(
+        default_factory=lambda: SurgeActivateModel(callers_waiting=3, longest_wait_seconds=60)
+    )
+    release: SurgeReleaseModel = Field(
+        default_factory=lambda: SurgeReleaseModel(callers_waiting=1, longest_wait_seconds=15)
+    )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> SurgeModel:
+        # A release value above its activation value would end a surge at a load that starts one.
+        activate, release = self.activate.figures(), self.release.figures()
+        for key in activate.keys() & release.keys():
+            if release[key] > activate[key]:
+                raise ValueError(f"release.{key} must be at most activate.{key}")
+        return self
+
+
+_Minutes = Annotated[float, Field(gt=0, le=24 * 60, allow_inf_nan=False)]
+
+
+class WellbeingModel(Section):
+    # After a call at least this long, a decompression pause of decompress_minutes with
+    # pauses.hard_call_reason (docs/staffing.md, "Wellbeing guardrails"); null: none.
+    decompress_after_minutes: _Minutes | None = 20.0
+    decompress_minutes: _Minutes = 5.0
+    # Caps on calls in a row and on hours in the queue without a break; null: no cap.
+    max_consecutive_calls: Annotated[int, Field(ge=1, le=1000)] | None = 6
+    max_continuous_hours: Annotated[float, Field(gt=0, le=24, allow_inf_nan=False)] | None = 4.0
+    # A pause at least this long is a break: both counts start again after it.
+    min_break_minutes: _Minutes = 5.0
+    # At a cap: a pause of rest_minutes with rest_reason, or only the alert.
+    enforce: Literal["pause", "alert"] = "alert"
+    rest_minutes: _Minutes = 10.0
+    rest_reason: _Name = "break"
+
+
 class QueueModel(Section):
     min_responders: _Count = 1
+    # Certifications a responder must hold, unexpired, to be added to this queue.
+    requires: list[_Name] = Field(default_factory=list)
+    surge: SurgeModel | None = None
+    wellbeing: WellbeingModel | None = None
     # Service level: answered within sl_seconds, for the sl_target share of calls that left.
     sl_seconds: _Seconds = 20.0
     sl_target: Annotated[float, Field(gt=0, lt=1)] = 0.9
@@ -262,11 +366,50 @@ class QueueModel(Section):
     wrapup_seconds: Annotated[float, Field(ge=0, le=_MAX_SECONDS, allow_inf_nan=False)] = 0.0
 
 
+class ReportsModel(Section):
+    # `hotline report` and the forecast (docs/reports.md). Abandons that waited at most this long
+    # are reported apart as short abandons; keep it a bucket edge of the wait histogram (5 s is
+    # one) and equal to the le="..." of the short-abandon recording rule.
+    short_abandon_seconds: _Seconds = 5.0
+    # The forecast of calls per weekday slot reads this many trailing weeks of records.
+    forecast_weeks: Annotated[int, Field(ge=1, le=52)] = 8
+    # Expected calls in a 15-minute slot that had none in those weeks: a crisis line is never
+    # sure to be silent.
+    forecast_floor: Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)] = 0.25
+    # Mean talk time of a queue that answered no call in those weeks.
+    forecast_talk_seconds: _Seconds = 900.0
+
+
+class RosterChecksModel(Section):
+    # check-config warns of a certification that lapses within this many days, and
+    # hotline_certifications_lapsing counts them (docs/staffing.md, "Certifications").
+    certification_warn_days: Annotated[int, Field(ge=1, le=366)] = 14
+    # check-config warns of less rest than this between a responder's shifts.
+    min_rest_hours: Annotated[float, Field(ge=0, le=168, allow_inf_nan=False)] = 11.0
+
+
+def expiry_text(value: object) -> date | datetime:
+    """A certification's expiry: a date (valid through that day, in the roster's zone) or a
+    date and time (valid until that instant)."""
+    if isinstance(value, str) and _DATE.fullmatch(value.strip()):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date") from None
+    return instant_text(value)
+
+
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_Expiry = Annotated[date | datetime, BeforeValidator(expiry_text)]
+
+
 class ResponderModel(Section):
     name: _Text
     interface: _Interface
     state_interface: _Interface | None = None
     queues: dict[_Name, _Count] = Field(default_factory=dict)  # queue -> penalty
+    # certification -> expiry (a date: valid through that day; a date and time: until then)
+    certifications: dict[_Name, _Expiry] = Field(default_factory=dict)
 
 
 class ShiftModel(Section):
@@ -284,6 +427,33 @@ class ExceptionModel(Section):
     kind: Literal["off", "on"]
 
 
+class PauseReasonModel(Section):
+    # The digit a responder dials after the pause code to choose this reason; none: not offered.
+    digit: Annotated[int, Field(ge=0, le=9)] | None = None
+    # A pause longer than this is over its limit: shown, counted and alerted.
+    max_minutes: Annotated[float, Field(gt=0, le=24 * 60, allow_inf_nan=False)] | None = None
+    # Lift a pause of this reason by itself when it reaches max_minutes.
+    lift_at_limit: bool = False
+
+
+def _default_pause_reasons() -> dict[str, PauseReasonModel]:
+    return {
+        "break": PauseReasonModel(digit=1, max_minutes=15),
+        "decompression": PauseReasonModel(digit=2, max_minutes=10, lift_at_limit=True),
+        "admin": PauseReasonModel(digit=3),
+        "training": PauseReasonModel(digit=4),
+    }
+
+
+class PausesModel(Section):
+    # The reasons a pause may give, from the console, the API and the phones' feature codes.
+    reasons: Annotated[dict[_Name, PauseReasonModel], Field(min_length=1)] = Field(
+        default_factory=_default_pause_reasons
+    )
+    # The reason the "last call was hard" feature code and the wellbeing pause use.
+    hard_call_reason: _Name = "decompression"
+
+
 class ConfigModel(Section):
     timezone: Annotated[str, BeforeValidator(iana_zone)]
     ami: AmiModel
@@ -292,6 +462,9 @@ class ConfigModel(Section):
     database: DatabaseModel | None = None
     privacy: PrivacyModel | None = None
     calls: CallsModel = Field(default_factory=CallsModel)
+    reports: ReportsModel = Field(default_factory=ReportsModel)
+    roster_checks: RosterChecksModel = Field(default_factory=RosterChecksModel)
+    pauses: PausesModel = Field(default_factory=PausesModel)
     queues: Annotated[
         dict[_Name, Annotated[QueueModel, BeforeValidator(_empty_if_null)]], Field(min_length=1)
     ]

@@ -5,13 +5,16 @@ the one place a default is written."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from hotline.config.credentials import read_secret_env, read_secret_file
 from hotline.config.problems import ConfigError
 from hotline.core.roster import Roster
+from hotline.core.supervision import Role
+from hotline.core.surge import SurgeRule
+from hotline.core.wellbeing import WellbeingRule
 
 # The configuration sections that hold a secret, and the keys that say where it lives.
 SecretSection = Literal["ami", "database"]
@@ -68,12 +71,31 @@ class AmiSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpTlsSettings:
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    """A bearer token of the API: its holder, role and SHA-256 (the token is never kept)."""
+
+    name: str
+    role: Role
+    sha256: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class HttpSettings:
     host: str
     port: int
     max_connections: int  # served at once; more are closed as soon as accepted
     header_timeout_s: float  # from accept to a complete request head
     idle_timeout_s: float  # a kept-alive connection between requests
+    tls: HttpTlsSettings | None  # None: plain HTTP
+    tokens: tuple[ApiToken, ...]
+    auth_failures_per_minute: int  # per source address, then 429 until the minute is over
+    session_idle_s: float  # a console session ends this long after its last request
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +110,7 @@ class DatabaseSettings:
     spool_dir: Path
     spool_max_bytes: int
     retention_days: int
+    audit_retention_days: int  # hotline.audit, kept apart from the records
     flush_timeout_s: float
 
 
@@ -107,10 +130,40 @@ class CallSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportSettings:
+    short_abandon_s: float  # abandons that waited at most this long are reported apart
+    forecast_weeks: int
+    forecast_floor: float  # expected calls in a slot without history
+    forecast_talk_s: float  # mean talk of a queue without answered calls in the history
+
+
+@dataclass(frozen=True, slots=True)
+class RosterCheckSettings:
+    """The look-ahead warnings of check-config (docs/staffing.md)."""
+
+    certification_warn_days: int  # a certification lapsing within this many days
+    min_rest_hours: float  # less rest than this between a responder's shifts
+
+
+@dataclass(frozen=True, slots=True)
 class QueueService:
     sl_seconds: float
     sl_target: float
     wrapup_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PauseReason:
+    name: str  # what Asterisk shows as the member's pause reason
+    digit: int | None  # chosen with this digit after the phones' pause code
+    max_s: float | None  # longer is over the limit
+    lift_at_limit: bool  # lifted by hotline at the limit
+
+
+@dataclass(frozen=True, slots=True)
+class PauseSettings:
+    reasons: Mapping[str, PauseReason]
+    hard_call_reason: str  # one of `reasons`
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,3 +178,9 @@ class Config:
     privacy: PrivacySettings | None
     calls: CallSettings
     service: Mapping[str, QueueService]
+    pauses: PauseSettings
+    reports: ReportSettings
+    roster_checks: RosterCheckSettings
+    # The queues with a surge rule, and those with wellbeing guardrails (docs/staffing.md).
+    surge: Mapping[str, SurgeRule]
+    wellbeing: Mapping[str, WellbeingRule]

@@ -38,6 +38,20 @@ class NotReady(enum.Enum):
         "spool_full",
         "The spool is full or its disk refuses writes: call records may be lost.",
     )
+    OVERRIDES_NOT_LOADED = (
+        "overrides_not_loaded",
+        "The supervisors' overrides could not be read from Postgres yet; membership follows the"
+        " roster alone.",
+    )
+
+    NO_PHONE_REACHABLE = (
+        "no_phone_reachable",
+        "Responders are on shift, but not one of their phones can be reached.",
+    )
+    PHONES_REFUSE_CALLS = (
+        "phones_refuse_calls",
+        "Every on-shift phone that can be reached refuses the calls it is offered (no SRTP?).",
+    )
 
     def __init__(self, code: str, text: str) -> None:
         self.code = code

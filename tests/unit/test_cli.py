@@ -44,6 +44,8 @@ def broken_file(tmp_path: Path) -> Path:
 def test_check_config_reports_ok_with_counts(
     roster_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # r-ben's 06:00-22:00 days leave 8 h of rest, which is allowed here: no warning.
+    roster_file.write_text(ROSTER + "roster_checks: {min_rest_hours: 8}\n", encoding="utf-8")
     assert main(["check-config", "-c", str(roster_file)]) == 0
     out, err = capsys.readouterr()
     assert out == f"{roster_file}: OK (2 responders, 2 shifts, 2 queues)\n"
@@ -73,11 +75,13 @@ def test_plan_json_lists_members_by_responder_in_config_queue_order(
     # Saturday 2026-12-19, 03:00: Friday's night shift is on, the day shift is not.
     assert main(["plan", "-c", str(roster_file), "--at", "2026-12-19T03:00", "--json"]) == 0
     out = capsys.readouterr().out
-    assert out == (
+    # The first version's contract, in its order: fields are only ever added after it.
+    assert out.startswith(
         '{"at": "2026-12-19T03:00:00-05:00", "queues": {"crisis": ['
-        '{"responder": "r-ana", "interface": "PJSIP/1001", "penalty": 0}, '
-        '{"responder": "r-ben", "interface": "PJSIP/1002", "penalty": 1}], '
-        '"youth": [{"responder": "r-ben", "interface": "PJSIP/1002", "penalty": 0}]}}\n'
+        '{"responder": "r-ana", "interface": "PJSIP/1001", "penalty": 0, "why": "shift"}, '
+        '{"responder": "r-ben", "interface": "PJSIP/1002", "penalty": 1, "why": "shift"}], '
+        '"youth": [{"responder": "r-ben", "interface": "PJSIP/1002", "penalty": 0, '
+        '"why": "shift"}]}'
     )
 
 
@@ -86,13 +90,18 @@ def test_plan_json_applies_exceptions_and_keeps_empty_queues(
 ) -> None:
     # Christmas Day is a Friday; Ben is off from Christmas Eve until Saturday morning.
     assert main(["plan", "-c", str(roster_file), "--at", "2026-12-25T23:00", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {
-        "at": "2026-12-25T23:00:00-05:00",
-        "queues": {
-            "crisis": [{"responder": "r-ana", "interface": "PJSIP/1001", "penalty": 0}],
-            "youth": [],
-        },
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["at"] == "2026-12-25T23:00:00-05:00"
+    assert plan["queues"] == {
+        "crisis": [{"responder": "r-ana", "interface": "PJSIP/1001", "penalty": 0, "why": "shift"}],
+        "youth": [],
     }
+    off = {"responder": "r-ben", "why": "exception_off", "lacking": []}
+    assert plan["excluded"] == {"crisis": [off], "youth": [off]}
+    assert plan["below_minimum"] == ["crisis"]
+    # No database in this configuration: no overrides, and nothing failed to be read.
+    assert (plan["overrides"], plan["overrides_read"]) == ([], True)
+    assert plan["next_change"] == "2026-12-26T06:00:00-05:00"
 
 
 def test_plan_reads_a_naive_time_skipped_by_dst_as_the_change_instant(

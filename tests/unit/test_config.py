@@ -406,3 +406,65 @@ def test_a_database_password_is_named_by_its_own_keys(monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError) as neither:
         SecretRef(file=None, env=None, setting="database").read()
     assert neither.value.problems == ["database: neither password_file nor password_env is set"]
+
+
+def test_certifications_requirements_standby_and_pause_reasons_reach_the_core() -> None:
+    text = edited(
+        ("  crisis: {min_responders: 2}", "  crisis: {min_responders: 2, requires: [crisis-cert],"
+         " surge: {standby: [r-ben], penalty: 5}}"),
+        ("queues: {crisis: 0}}", "queues: {crisis: 0},"
+         " certifications: {crisis-cert: 2027-03-31, youth: '2027-01-15T09:30'}}"),
+    )  # fmt: skip
+    config = parse_config(
+        text + "pauses:\n  reasons:\n    break: {digit: 1, max_minutes: 15}\n"
+        "    hard: {digit: 2, max_minutes: 10, lift_at_limit: true}\n  hard_call_reason: hard\n",
+        PATH,
+    )
+    roster = config.roster
+    assert roster.queues["crisis"].requires == frozenset({"crisis-cert"})
+    assert roster.queues["crisis"].standby == ("r-ben",)
+    assert roster.queues["crisis"].standby_penalty == 5
+    # A date is valid through that day in the roster's zone; a date and time until then.
+    assert roster.responders["r-ana"].certifications == {
+        "crisis-cert": datetime(2027, 4, 1, tzinfo=NEW_YORK),
+        "youth": datetime(2027, 1, 15, 9, 30, tzinfo=NEW_YORK),
+    }
+    reasons = config.pauses.reasons
+    assert (reasons["hard"].digit, reasons["hard"].max_s, reasons["hard"].lift_at_limit) == (
+        2, 600.0, True,
+    )  # fmt: skip
+    assert reasons["break"].lift_at_limit is False
+    assert config.pauses.hard_call_reason == "hard"
+
+
+def test_default_pause_reasons_cover_the_phones_digits() -> None:
+    reasons = parse_config(VALID, PATH).pauses.reasons
+    assert {name: r.digit for name, r in reasons.items()} == {
+        "break": 1, "decompression": 2, "admin": 3, "training": 4,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (
+            "pauses:\n  reasons:\n    a: {digit: 1}\n    b: {digit: 1}\n  hard_call_reason: a\n",
+            "pauses.reasons.b.digit: digit 1 is already that of pause reason 'a'",
+        ),
+        (
+            "pauses:\n  reasons:\n    a: {digit: 1}\n  hard_call_reason: b\n",
+            "pauses.hard_call_reason: unknown pause reason 'b'",
+        ),
+        (
+            "queues:\n  crisis: {surge: {standby: [r-zed]}}\n",
+            "queues.crisis.surge.standby[0]: unknown responder 'r-zed'",
+        ),
+    ],
+)
+def test_pause_reasons_and_standby_responders_are_checked(extra: str, problem: str) -> None:
+    text = VALID
+    if extra.startswith("queues:"):
+        text = text.replace("queues:\n  crisis: {min_responders: 2}\n", extra)
+    else:
+        text += extra
+    assert any(problem in line for line in problems_of(text)), problems_of(text)

@@ -25,8 +25,13 @@ THIRD_PARTY = {
     "config": {"yaml", "pydantic", "pydantic_core"},
     "app": {"structlog"},
 }
-# The one adapter allowed each driver.
-DRIVERS = {"panoramisk": "adapters.ami", "asyncpg": "adapters.store", "aiohttp": "adapters.http"}
+# The adapters allowed each driver: one, but for aiohttp, which the HTTP listener and the
+# supervision API it serves both speak.
+DRIVERS: dict[str, str | tuple[str, ...]] = {
+    "panoramisk": "adapters.ami",
+    "asyncpg": "adapters.store",
+    "aiohttp": ("adapters.http", "adapters.api"),
+}
 
 
 def layer_of(relative: Path) -> str:

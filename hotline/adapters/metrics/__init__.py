@@ -3,9 +3,13 @@
 One module per concern, each observer implementing the one protocol its component reports to:
 `link` (the AMI link), `membership` (the membership keeper), `ledger` (the call ledger), `store`
 (the Postgres store), `dropped` (records lost, shared by the last two), `runtime` (the daemon
-itself), `consumer` (the daemon's event consumer), `http` (the HTTP listener); `flow` counts and
-renders the call flow, and `queues` computes queue state at scrape time. Labels come only from
-small fixed sets: never a caller, a call or free text.
+itself), `consumer` (the daemon's event consumer), `http` (the HTTP listener), `pauses` (pause
+limits, built by the daemon beside the supervisor service), `surge` and `wellbeing` (the
+surge pool and the wellbeing guardrails, built by the daemon), `coverage` (the coverage
+look-ahead and the certifications about to lapse, built by the daemon); `flow` counts and
+renders the call flow, `queues` computes queue state and `partner` the partner trunk's
+reachability at scrape time. Labels come only from small fixed sets: never a caller, a call
+or free text.
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from hotline.adapters.metrics.http import HttpMetrics
 from hotline.adapters.metrics.ledger import LedgerMetrics
 from hotline.adapters.metrics.link import LinkMetrics
 from hotline.adapters.metrics.membership import MembershipMetrics
+from hotline.adapters.metrics.pauses import PauseMetrics
 from hotline.adapters.metrics.queues import QueueCollector
 from hotline.adapters.metrics.runtime import RuntimeMetrics
 from hotline.adapters.metrics.store import StoreMetrics
+from hotline.adapters.metrics.surge import SurgeMetrics
+from hotline.adapters.metrics.wellbeing import WellbeingMetrics
 
 __all__ = [
     "CallFlow",
@@ -33,9 +40,12 @@ __all__ = [
     "LinkMetrics",
     "MembershipMetrics",
     "Metrics",
+    "PauseMetrics",
     "QueueCollector",
     "RuntimeMetrics",
     "StoreMetrics",
+    "SurgeMetrics",
+    "WellbeingMetrics",
     "render_metrics",
 ]
 

@@ -8,8 +8,12 @@ from typing import Literal, get_args
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 # Who the consumer hands an event to (docs/metrics.md, "Event counting"): the live queue model,
-# the membership keeper, the call ledger, and the daemon's own record of Asterisk's reloads.
-EventConsumer = Literal["queues", "membership", "ledger", "asterisk"]
+# the membership keeper, the call ledger, the daemon's own record of Asterisk's reloads, and the
+# supervisor service's record of pauses (for their limits), the responders' phone book, and the
+# wellbeing guardrails.
+EventConsumer = Literal[
+    "queues", "membership", "ledger", "asterisk", "pauses", "phones", "wellbeing"
+]
 # One event in this many is timed: two clock reads and a histogram observation per event would
 # be a measurable share of the consumer's cost at full speed.
 SAMPLE_EVERY = 64

@@ -1,7 +1,7 @@
-"""The call flow per queue: calls offered, answered, abandoned and exited, unanswered rings, and
-wait and talk histograms, rendered straight to Prometheus' text format; plus the trailing arrival
-rate and talk time that staffing is computed from. CallFlow is the `hotline.app.ledger.Flow`
-the ledger reports each call record to."""
+"""The call flow per queue: calls offered, answered, abandoned and exited, unanswered rings, calls
+to the partner centre by result, and wait and talk histograms, rendered straight to Prometheus'
+text format; plus the trailing arrival rate and talk time that staffing is computed from.
+CallFlow is the `hotline.app.ledger.Flow` the ledger reports each call record to."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from hotline.config import QueueService
-from hotline.core.records import CallRecord, Outcome
+from hotline.core.records import CallRecord, Outcome, PartnerResult
 
 # Wait buckets (s) of the catalogue; every configured service-level threshold is added, so the
 # SL ratios are exact at their edges (docs/metrics.md, "Bucket edges at each queue's threshold").
@@ -61,13 +61,17 @@ class _QueueFlow:
     exited: dict[ExitReason, int] = field(
         default_factory=lambda: dict.fromkeys(get_args(ExitReason), 0)
     )
+    partner: dict[PartnerResult, int] = field(
+        default_factory=lambda: dict.fromkeys(PartnerResult, 0)
+    )
 
 
 class CallFlow:
     """Offered, answered, abandoned and exited calls, wait and talk times, and the trailing
     arrival rate and talk time that staffing is computed from. Each call counts once: offered
     when first seen, its outcome when final (a later correction of an `unknown` is not
-    re-counted, so counters never disagree with themselves).
+    re-counted, so counters never disagree with themselves). The exit counters say how a call
+    left the queue; a partner centre taking it afterwards is counted by its partner result.
 
     These are most of /metrics' series and change only when calls do, so they are kept as
     plain counts and rendered here, each queue's text cached until its counts change."""
@@ -91,6 +95,7 @@ class CallFlow:
         self._text: dict[str, list[str]] = {}  # queue -> lines per family, while unchanged
         self._seen: dict[tuple[str, str, int], float] = {}
         self._done: set[tuple[str, str, int]] = set()
+        self._partnered: set[tuple[str, str, int]] = set()  # partner result counted
         self._arrivals: dict[str, deque[float]] = {q: deque() for q in service}
         self._talks: dict[str, deque[tuple[float, float]]] = {q: deque() for q in service}
         self._pruned = 0.0
@@ -112,6 +117,11 @@ class CallFlow:
             self._seen[key] = now
             flow.offered += 1
             self._arrivals[queue].append(now)
+            self._text.pop(queue, None)
+        if record.partner_result is not None and key not in self._partnered:
+            # Reported after the visit closed, so counted apart from its outcome.
+            self._partnered.add(key)
+            flow.partner[record.partner_result] += 1
             self._text.pop(queue, None)
         if record.outcome is None or key in self._done:
             return
@@ -184,6 +194,10 @@ class CallFlow:
             ),
             counter("hotline_agent_ring_noanswer_total", flow.ring_noanswer),
             "".join(
+                counter("hotline_partner_calls_total", n, f'result="{result.value}",')
+                for result, n in flow.partner.items()
+            ),
+            "".join(
                 histogram("hotline_queue_wait_seconds", h, self.wait_edges, f'outcome="{o}",')
                 for o, h in flow.wait.items()
             ),
@@ -198,6 +212,7 @@ class CallFlow:
             if seen < now - _FORGET_AFTER_S:
                 del self._seen[key]
                 self._done.discard(key)
+                self._partnered.discard(key)
 
 
 _FLOW_FAMILIES = (
@@ -217,6 +232,11 @@ _FLOW_FAMILIES = (
         "hotline_agent_ring_noanswer_total",
         "counter",
         "Rings a responder did not answer (headset, presence or device trouble)",
+    ),
+    (
+        "hotline_partner_calls_total",
+        "counter",
+        "Calls rolled over to the partner centre, by how the partner's line answered",
     ),
     (
         "hotline_queue_wait_seconds",

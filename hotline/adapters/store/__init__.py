@@ -8,6 +8,7 @@ The composition root uses what is re-exported here."""
 
 from hotline.adapters.store.errors import StoreUnavailable
 from hotline.adapters.store.migrations import SCHEMA_VERSION, SchemaError, migrate
+from hotline.adapters.store.reports import load_forecast, read_report
 from hotline.adapters.store.retention import purge
 from hotline.adapters.store.spool import Spool
 from hotline.adapters.store.writer import Store, StoreObserver
@@ -19,6 +20,8 @@ __all__ = [
     "Store",
     "StoreObserver",
     "StoreUnavailable",
+    "load_forecast",
     "migrate",
     "purge",
+    "read_report",
 ]
