@@ -661,7 +661,7 @@ def _parser() -> _Parser:
         "make a new API token and the line that admits it",
         "Print a new random bearer token for the API and the console, and the entry for\n"
         "http.tokens that admits it: the configuration keeps only the token's SHA-256, so\n"
-        "the token is shown this once (docs/api.md, \"Tokens\"). Nothing is read or written.",
+        'the token is shown this once (docs/api.md, "Tokens"). Nothing is read or written.',
     )
     token.add_argument("--name", required=True, type=_token_name, help="who holds the token")
     token.add_argument("--role", required=True, choices=ROLES, help="what it may do")
