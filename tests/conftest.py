@@ -5,15 +5,54 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TextIO, cast
 
 import pytest
+import structlog
 
 from hotline import daemon
+from hotline.adapters import log as logging_setup
 from hotline.config import parse_config
 from tests.fake_ami import FakeAmi
 from tests.harness import AmiTestClient, ManualClock, Pbx, free_port, wait_for
+
+
+@pytest.fixture(autouse=True)
+def _process_logging_untouched(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """`hotline run` and the commands that reach Postgres configure the process's logging. Run
+    in-process by a test, that would leave structlog caching every module's logger with that
+    pipeline (`cache_logger_on_first_use`), and the `capture_logs` of any later test would see
+    nothing. So in tests, outside the pipeline's own, it only sends structlog's lines to stderr
+    (as the pipeline does, keeping stdout for the command's output), and is undone after."""
+    if request.module.__name__ == "tests.unit.test_log":
+        yield
+        return
+    configured = False
+
+    def to_stderr(*_args: object, **_kwargs: object) -> None:
+        nonlocal configured
+        configured = True
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Stderr())))
+
+    monkeypatch.setattr(logging_setup, "configure", to_stderr)
+    yield
+    if configured:
+        structlog.reset_defaults()
+
+
+class _Stderr:
+    """sys.stderr as it is at each write (pytest swaps it per test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 @pytest.fixture(scope="session")
