@@ -24,12 +24,25 @@ Environment (defaults in brackets):
   HOTLINE_PBX_STATE  host directory for the instance's AMI secrets [var/pbx-NAME in the repo]
   HOTLINE_AMI_PORT   AMI port on 127.0.0.1       [5038]
   HOTLINE_AMI_TLS_PORT  AMI over TLS on 127.0.0.1 [5039]
-  HOTLINE_SIP_PORT   SIP (UDP) port on 127.0.0.1 [5060]
+  HOTLINE_SIP_PORT   SIP (UDP) port on 127.0.0.1, the development overlay's plain transport for
+                     stand-ins of the carrier; never where phones register [5060]
+  HOTLINE_SIP_PHONE_ADDR  the phones' address, where SIP over TLS alone listens [127.0.1.1]
+  HOTLINE_SIP_TLS_PORT    SIP over TLS port on it                          [5061]
+  HOTLINE_CONFIG     the hotline configuration whose pauses.reasons become the phones' feature
+                     codes (`hotline pbx-dialplan`)       [deploy/dev/hotline.yaml in the repo]
+  HOTLINE_PBX_OVERLAY  a directory whose *.conf files are appended, after the dev overlay, to the
+                     instance's file of the same name (or added): e.g. the capacity drill's
+                     pjsip_site.conf with its carrier and stand-in phones (bench/drill)      [none]
 
 The AMI secrets are written to $HOTLINE_PBX_STATE/ami-secret (the daemon's account, "hotline")
 and $HOTLINE_PBX_STATE/ami-test-secret (the test harness's account, "hotline-test"). AMI over
 TLS uses a certificate made for the instance by its own CA, whose certificate (what the daemon's
 ami.tls.ca_file names) is $HOTLINE_PBX_STATE/ami-ca.pem; the CA's key is not kept.
+
+SIP over TLS uses $HOTLINE_PBX_STATE/sip-tls.pem and sip-tls.key if they are there (a certificate
+of your own CA for HOTLINE_SIP_PHONE_ADDR); otherwise they are made like AMI's, by a CA whose
+certificate is sip-ca.pem. The development phones are PJSIP endpoints 2001-2004 (SRTP required),
+each with its password in $HOTLINE_PBX_STATE/phones/<extension>.
 EOF
 }
 
@@ -40,6 +53,11 @@ STATE=${HOTLINE_PBX_STATE:-$REPO/var/pbx-$NAME}
 AMI_PORT=${HOTLINE_AMI_PORT:-5038}
 AMI_TLS_PORT=${HOTLINE_AMI_TLS_PORT:-5039}
 SIP_PORT=${HOTLINE_SIP_PORT:-5060}
+PHONE_ADDR=${HOTLINE_SIP_PHONE_ADDR:-127.0.1.1}
+SIP_TLS_PORT=${HOTLINE_SIP_TLS_PORT:-5061}
+HOTLINE_CONFIG=${HOTLINE_CONFIG:-$REPO/deploy/dev/hotline.yaml}
+DEV_PHONES="2001 2002 2003 2004"
+OVERLAY=${HOTLINE_PBX_OVERLAY:-}
 # Paths inside the root.
 INST=/srv/hotline/$NAME
 CONF=$INST/etc/asterisk.conf
@@ -89,37 +107,42 @@ build() {
 
 new_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n'; }
 
-# AMI over TLS (docs/security.md, "AMI transport"): made once per instance, a CA of its own and,
-# signed by it, Asterisk's certificate for localhost, 127.0.0.1 and ::1. The daemon trusts that CA
-# alone; its key is thrown away once it has signed, so nothing else can ever be signed by it.
+# AMI over TLS (docs/security.md, "AMI transport") and SIP over TLS (docs/phones.md): made once
+# per instance and use, a CA of its own and, signed by it, Asterisk's certificate for the names
+# given (AMI: localhost, 127.0.0.1 and ::1; SIP: the phones' address). The daemon or the phones
+# trust that CA alone; its key is thrown away once it has signed, so nothing else can ever be
+# signed by it. USE is the files' prefix (ami, sip); a certificate and key already there are kept.
+# KEY is the keys' kind, ec or rsa: SIP's are RSA, which every desk phone takes.
 make_tls() {
-    [ -s "$STATE/ami-ca.pem" ] && [ -s "$STATE/ami-tls.pem" ] && [ -s "$STATE/ami-tls.key" ] \
-        && return 0
+    local use=$1 names=$2 cn=${2%%,*} keyopts=(-newkey ec -pkeyopt ec_paramgen_curve:P-256)
+    local usage=digitalSignature
+    [ "$3" = rsa ] && keyopts=(-newkey rsa:2048) && usage=digitalSignature,keyEncipherment
+    [ -s "$STATE/$use-tls.pem" ] && [ -s "$STATE/$use-tls.key" ] && return 0
     command -v openssl >/dev/null || die "openssl is not installed (deploy/setup-host.sh)"
     local tmp
     tmp=$(mktemp -d)
     if ! (
         umask 077
         cd "$tmp"
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
-            -subj "/CN=hotline development PBX $NAME: AMI CA" -keyout ca.key -out ca.pem \
+        openssl req -x509 "${keyopts[@]}" -nodes -days 3650 \
+            -subj "/CN=hotline development PBX $NAME: $use CA" -keyout ca.key -out ca.pem \
             -addext basicConstraints=critical,CA:TRUE \
             -addext keyUsage=critical,keyCertSign,cRLSign
-        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-            -subj "/CN=localhost" -keyout server.key -out server.csr
-        printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature \
-            extendedKeyUsage=serverAuth subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1 \
+        openssl req -new "${keyopts[@]}" -nodes \
+            -subj "/CN=${cn#*:}" -keyout server.key -out server.csr
+        printf '%s\n' basicConstraints=critical,CA:FALSE "keyUsage=critical,$usage" \
+            extendedKeyUsage=serverAuth "subjectAltName=$names" \
             subjectKeyIdentifier=hash authorityKeyIdentifier=keyid >server.ext
         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -days 3650 \
             -set_serial "0x$(openssl rand -hex 16)" -extfile server.ext -out server.pem
     ) >"$tmp/log" 2>&1; then
         cat "$tmp/log" >&2
         rm -rf "$tmp"
-        die "could not make the AMI TLS certificate"
+        die "could not make the $use TLS certificate"
     fi
-    install -m 600 "$tmp/server.key" "$STATE/ami-tls.key"
-    install -m 644 "$tmp/server.pem" "$STATE/ami-tls.pem"
-    install -m 644 "$tmp/ca.pem" "$STATE/ami-ca.pem"
+    install -m 600 "$tmp/server.key" "$STATE/$use-tls.key"
+    install -m 644 "$tmp/server.pem" "$STATE/$use-tls.pem"
+    install -m 644 "$tmp/ca.pem" "$STATE/$use-ca.pem"
     rm -rf "$tmp"
 }
 
@@ -156,19 +179,60 @@ rungroup = asterisk
 EOF
     sed -i "s/^port = 5038$/port = $AMI_PORT/" "$etc/manager.conf"
     sed -i "s/^bind = 127.0.0.1:5060$/bind = 127.0.0.1:$SIP_PORT/" "$etc/pjsip.conf"
+    grep -q "^bind = 127.0.0.1:$SIP_PORT$" "$etc/pjsip.conf" || die "could not set the SIP port"
     grep -q "^port = $AMI_PORT$" "$etc/manager.conf" || die "could not set the AMI port"
     # Secrets live outside the repository; made once per instance and reused across restarts.
     [ -s "$STATE/ami-secret" ] || (umask 077 && new_secret >"$STATE/ami-secret")
     [ -s "$STATE/ami-test-secret" ] || (umask 077 && new_secret >"$STATE/ami-test-secret")
     (umask 077 && echo "secret = $(cat "$STATE/ami-secret")" >"$etc/manager_hotline_secret.conf")
     (umask 077 && echo "secret = $(cat "$STATE/ami-test-secret")" >"$etc/manager_test_secret.conf")
-    make_tls
+    make_tls ami "DNS:localhost,IP:127.0.0.1,IP:::1" ec
     install -m 600 "$STATE/ami-tls.key" "$etc/ami-tls.key"
     install -m 644 "$STATE/ami-tls.pem" "$etc/ami-tls.pem"
     (umask 077 && printf '%s\n' "tlsenable = yes" "tlsbindaddr = 127.0.0.1:$AMI_TLS_PORT" \
         "tlscertfile = $INST/etc/ami-tls.pem" "tlsprivatekey = $INST/etc/ami-tls.key" \
         >"$etc/manager_tls.conf")
+    render_phones "$etc"
+    if [ -n "$OVERLAY" ]; then
+        [ -d "$OVERLAY" ] || die "HOTLINE_PBX_OVERLAY is not a directory: $OVERLAY"
+        for f in "$OVERLAY"/*.conf; do
+            [ -e "$f" ] || continue
+            cat "$f" >>"$etc/$(basename "$f")"
+        done
+    fi
     chroot "$ROOT" chown -R asterisk:asterisk "$INST"
+}
+
+# What a site renders for its phones (docs/phones.md, "What deploy renders"), here for the
+# development phones: the TLS transport's address and certificate, the phones with their
+# passwords, and the feature codes from the configuration's pause reasons.
+render_phones() {
+    local etc=$1 ext
+    make_tls sip "IP:$PHONE_ADDR" rsa
+    install -m 600 "$STATE/sip-tls.key" "$etc/sip-tls.key"
+    install -m 644 "$STATE/sip-tls.pem" "$etc/sip-tls.pem"
+    (umask 077 && printf '%s\n' "bind = $PHONE_ADDR:$SIP_TLS_PORT" \
+        "cert_file = $INST/etc/sip-tls.pem" "priv_key_file = $INST/etc/sip-tls.key" \
+        >"$etc/pjsip_tls.conf")
+    mkdir -p "$STATE/phones"
+    (
+        umask 077
+        for ext in $DEV_PHONES; do
+            [ -s "$STATE/phones/$ext" ] || new_secret >"$STATE/phones/$ext"
+        done
+        {
+            echo "; The development phones, rendered by deploy/pbx.sh; passwords in $STATE/phones/."
+            for ext in $DEV_PHONES; do
+                printf '%s\n' "[$ext](responder-endpoint)" "auth = $ext" "aors = $ext" \
+                    "[$ext](responder-auth)" "username = $ext" \
+                    "password = $(cat "$STATE/phones/$ext")" "[$ext](responder-aor)"
+            done
+        } >"$etc/pjsip_site.conf"
+    )
+    local python=$REPO/.venv/bin/python
+    [ -x "$python" ] || python=python3
+    (cd "$REPO" && "$python" -m hotline pbx-dialplan -c "$HOTLINE_CONFIG") \
+        >"$etc/extensions_responder_codes.conf" || die "hotline pbx-dialplan failed for $HOTLINE_CONFIG"
 }
 
 start() {
@@ -180,7 +244,8 @@ start() {
     fi
     mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
     install_config
-    say "starting Asterisk (AMI 127.0.0.1:$AMI_PORT, TLS :$AMI_TLS_PORT, SIP 127.0.0.1:$SIP_PORT)"
+    say "starting Asterisk (AMI 127.0.0.1:$AMI_PORT, TLS :$AMI_TLS_PORT, SIP 127.0.0.1:$SIP_PORT," \
+        "phones TLS $PHONE_ADDR:$SIP_TLS_PORT)"
     ast -U asterisk -G asterisk
     # The control socket appears a moment after the fork; then wait for FullyBooted, because the
     # AMI port accepts logins before app_queue is loaded.

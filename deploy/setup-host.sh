@@ -14,8 +14,14 @@ trap 'echo "setup-host: failed (exit $?): $BASH_COMMAND" >&2' ERR
 # run the tests' own Prometheus (tests/prom.py); systemd-container gives systemd-nspawn, which
 # boots the Debian 12 root that tests/integration/test_systemd.py installs the service into
 # (--no-install-recommends keeps out libnss-mymachines, which would edit nsswitch.conf); openssl
-# makes the development PBX's AMI TLS certificate (deploy/pbx.sh).
-packages=(debootstrap make postgresql prometheus systemd-container openssl)
+# makes the development PBX's AMI TLS certificate (deploy/pbx.sh); sip-tester (SIPp) plays the
+# carrier and the responders' phones in the capacity drill (bench/drill); baresip-core is the real
+# desk phone (TLS, SRTP) and tcpdump captures its media in tests/integration/test_phones.py.
+packages=(debootstrap make postgresql prometheus systemd-container openssl sip-tester baresip-core
+    tcpdump)
+# chromium and chromium-driver drive the console in a real browser in
+# tests/integration/test_console.py; fonts-liberation gives its screenshots their text.
+packages+=(chromium chromium-driver fonts-liberation)
 # Debian's own python3 needs python3-venv for `python3 -m venv` (ensurepip).
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv python3-dev)
 
@@ -39,7 +45,8 @@ problems=()
 for p in "${packages[@]}"; do
     installed "$p" || problems+=("Debian package $p is not installed")
 done
-for cmd in debootstrap make prometheus promtool python3 systemd-nspawn openssl; do
+for cmd in debootstrap make prometheus promtool python3 systemd-nspawn openssl sipp baresip tcpdump \
+    chromium chromedriver; do
     command -v "$cmd" >/dev/null || problems+=("$cmd is not on PATH")
 done
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || problems+=("no PostgreSQL server (initdb)")
