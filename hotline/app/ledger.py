@@ -42,6 +42,7 @@ class Sink(Protocol):
 
 class Observer(Protocol):
     def dropped(self, reason: str, n: int) -> None: ...
+    def unattributed(self, name: str) -> None: ...
     def event_lag(self, seconds: float) -> None: ...
 
 
@@ -86,6 +87,12 @@ class Ledger:
     def on_event(self, event: Event) -> None:
         name = event.name
         fields = event.fields
+        if name == "AgentComplete" and fields.get("Queue") and "Uniqueid" not in fields:
+            # Under load Asterisk may publish an AgentComplete once both channels are gone,
+            # without either one's fields. It names no call, and none needs it: the record closes
+            # from the call's own Hangup. Counted apart from dropped events, which page.
+            self.observer.unattributed(name)
+            return
         if name in _CALLER_EVENTS and not (fields.get("Queue") and fields.get("Uniqueid")):
             # Counted and logged by field names only: values could identify a caller.
             self.observer.dropped("invalid", 1)

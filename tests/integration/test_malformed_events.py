@@ -55,6 +55,10 @@ async def test_malformed_and_unknown_events_are_counted_and_logged_without_a_cra
                 ("CallerIDNum", "+15550999999"), ("Position", "1"))
         # An event nobody knows.
         + message(("Event", "SomethingNew"), ("Privilege", "call,all"), ("Foo", "bar"))
+        # An AgentComplete published after both channels were gone: it names no call.
+        + message(("Event", "AgentComplete"), ("Privilege", "agent,all"), ("Queue", "crisis"),
+                  ("MemberName", "r-ana"), ("Interface", "PJSIP/2001"), ("HoldTime", "3"),
+                  ("TalkTime", "40"), ("Reason", "agent"))
         # Garbage: no Event or Response header, then bytes that are not UTF-8.
         + b"\x00\x01\x02 not a message" + EOL + EOL
         + b"Event: AgentConnect" + EOL + b"Queue: crisis" + EOL + b"Uniqueid: 17.1" + EOL
@@ -69,6 +73,8 @@ async def test_malformed_and_unknown_events_are_counted_and_logged_without_a_cra
         "the invalid event counted",
     )
     assert "hotline_ami_malformed_messages_total 1.0" in metrics
+    # Counted apart, not as a drop: no record needs it.
+    assert 'hotline_events_unattributed_total{event="AgentComplete"} 1.0' in metrics
     assert 'hotline_events_received_total{event="other"} 1.0' in metrics
     assert 'hotline_events_received_total{event="AgentConnect"} 1.0' in metrics
     assert hotline.link.up

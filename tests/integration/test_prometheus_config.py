@@ -98,6 +98,7 @@ COUNTERS = {
     "hotline_event_handler_errors_total",
     "hotline_events_received_total",
     "hotline_events_dropped_total",
+    "hotline_events_unattributed_total",
     "hotline_db_write_errors_total",
     "hotline_db_rows_written_total",
     "hotline_db_duplicates_total",

@@ -1,6 +1,7 @@
 """What the call ledger sees: AMI events by name, how far they lag behind Asterisk's clock, call
-records not yet closed, and caller events it had to drop. LedgerMetrics is the observer
-`hotline.app.ledger.Ledger` reports to; the call flow itself is counted in `flow`."""
+records not yet closed, caller events that name no call, and caller events it had to drop.
+LedgerMetrics is the observer `hotline.app.ledger.Ledger` reports to; the call flow itself is
+counted in `flow`."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ class LedgerMetrics:
         self._event_counters = {name: self.events.labels(name) for name in get_args(EventName)}
         self._other_events = self.events.labels("other")
         self._dropped = dropped
+        self.unattributed_events = Counter(
+            "hotline_events_unattributed",
+            "Caller events that name no call (an AgentComplete published after both channels "
+            "were gone), by name; the call's record closes from its other events",
+            ["event"],
+            registry=r,
+        )
         self.calls_open = Gauge(
             "hotline_calls_open", "Call records not yet closed (waiting or talking)", registry=r
         )
@@ -37,6 +45,9 @@ class LedgerMetrics:
 
     def event_lag(self, seconds: float) -> None:
         self.event_lag_seconds.observe(max(0.0, seconds))
+
+    def unattributed(self, name: str) -> None:
+        self.unattributed_events.labels(name).inc()
 
     def dropped(self, reason: str, n: int) -> None:
         self._dropped.labels(reason).inc(n)
