@@ -108,6 +108,10 @@ bench: setup
 	$(BIN)/python -m bench.plan
 	$(BIN)/python -m bench.membership
 	$(BIN)/python -m bench.recording
+	$(BIN)/python -m bench.metrics
+	$(BIN)/python -m bench.board
+	$(BIN)/python -m bench.coverage
+	$(BIN)/python -m bench.report
 
 # The runtime lock from pyproject.toml's dependencies; the development lock from those, the `dev`
 # extra and requirements/dev.in, with the runtime versions held to the runtime lock.
