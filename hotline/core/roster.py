@@ -158,12 +158,15 @@ def desired_at(
     desired: dict[str, dict[str, DesiredMember]] = {queue: {} for queue in roster.queues}
     # Walking the responders in roster order (rather than the set) keeps the result's order
     # stable from one call to the next, which keeps logs and plans diffable.
+    requires = index.requires
     for rid, members in index.members.items():
         chosen = overrides.get(rid)
         scheduled = rid in duty
+        if chosen is None and not scheduled:
+            continue  # most of a large roster at any instant: nothing to look at
         for queue, member in members:
             on = scheduled if chosen is None else _overridden(chosen, queue, scheduled)[0]
-            if on and not _lacking(index, rid, queue, at_utc):
+            if on and not (queue in requires and _lacking(index, rid, queue, at_utc)):
                 desired[queue][rid] = member
     for queue, standing_by in index.standby.items():
         for rid, member in standing_by:
