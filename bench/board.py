@@ -17,7 +17,6 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from datetime import time as clock_time
 from pathlib import Path
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
@@ -25,12 +24,13 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from bench.plan import random_shifts
 from hotline.adapters.api import Api, Sources
 from hotline.config import Config, parse_config
 from hotline.core.access import AuthFailure, token_hash
 from hotline.core.board import Schedule, build_board, schedule
 from hotline.core.queuestate import QueueBoard
-from hotline.core.roster import Override, QueuePolicy, Responder, Roster, Shift
+from hotline.core.roster import Override, QueuePolicy, Responder, Roster
 from hotline.core.supervision import Actor, AuditEntry
 
 QUEUES = 50
@@ -55,19 +55,7 @@ def build_roster(rng: random.Random) -> Roster:
             MappingProxyType({queues[i % QUEUES]: rng.randint(0, 3)}),
         )
     ids = list(responders)
-    shifts = []
-    for i in range(SHIFTS):
-        start = rng.randrange(0, 24 * 60, 30)
-        end = (start + rng.choice((4, 6, 8, 12)) * 60) % (24 * 60)
-        shifts.append(
-            Shift(
-                f"s{i}",
-                frozenset(rng.sample(range(7), rng.randint(1, 7))),
-                clock_time(start // 60, start % 60),
-                clock_time(end // 60, end % 60),
-                tuple(rng.sample(ids, 60)),
-            )
-        )
+    shifts = random_shifts(rng, ids, SHIFTS, (4, 6, 8, 12), crew=60)
     return Roster(
         ZoneInfo("America/New_York"),
         MappingProxyType({q: QueuePolicy(q, 2) for q in queues}),

@@ -13,10 +13,10 @@ import random
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
-from datetime import time as clock_time
 from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
+from bench.plan import random_shifts
 from hotline.core.coverage import Target, coverage
 from hotline.core.forecast import SLOTS_PER_DAY, Forecast
 from hotline.core.roster import (
@@ -26,7 +26,6 @@ from hotline.core.roster import (
     Responder,
     Roster,
     RosterException,
-    Shift,
     desired_at,
 )
 
@@ -61,19 +60,7 @@ def build_roster(rng: random.Random) -> Roster:
             MappingProxyType(held),
         )
     ids = list(responders)
-    shifts = []
-    for i in range(SHIFTS):
-        start = rng.randrange(0, 24 * 60, 30)
-        end = (start + rng.choice((4, 6, 8, 10, 12)) * 60) % (24 * 60)
-        shifts.append(
-            Shift(
-                f"s{i}",
-                frozenset(rng.sample(range(7), rng.randint(1, 7))),
-                clock_time(start // 60, start % 60),
-                clock_time(end // 60, end % 60),
-                tuple(rng.sample(ids, 40)),
-            )
-        )
+    shifts = random_shifts(rng, ids, SHIFTS, (4, 6, 8, 10, 12), crew=40)
 
     def window() -> tuple[datetime, datetime]:
         begin = START + timedelta(minutes=rng.randrange(0, DAYS * 24 * 60, 5))

@@ -37,21 +37,7 @@ def build_roster(rng: random.Random) -> Roster:
             f"PJSIP/{10000 + i}",
             MappingProxyType({q: rng.randint(0, 3) for q in mine}),
         )
-    ids = list(responders)
-    shifts = []
-    for i in range(SHIFTS):
-        start = rng.randrange(0, 24 * 60, 30)
-        length = rng.choice((4, 6, 8, 10, 12)) * 60
-        end = (start + length) % (24 * 60)
-        shifts.append(
-            Shift(
-                f"s{i}",
-                frozenset(rng.sample(range(7), rng.randint(1, 7))),
-                clock_time(start // 60, start % 60),
-                clock_time(end // 60, end % 60),
-                tuple(rng.sample(ids, 40)),
-            )
-        )
+    shifts = random_shifts(rng, list(responders), SHIFTS, (4, 6, 8, 10, 12), crew=40)
     return Roster(
         ZoneInfo("America/New_York"),
         MappingProxyType({q: QueuePolicy(q, 2) for q in queues}),
@@ -59,6 +45,27 @@ def build_roster(rng: random.Random) -> Roster:
         tuple(shifts),
         (),
     )
+
+
+def random_shifts(
+    rng: random.Random, ids: list[str], count: int, hours: tuple[int, ...], crew: int
+) -> list[Shift]:
+    """`count` shifts starting on the half hour, `hours` long, on random days, of `crew`
+    responders each; the benchmarks' rosters draw them all the same way, seed for seed."""
+    shifts = []
+    for i in range(count):
+        start = rng.randrange(0, 24 * 60, 30)
+        end = (start + rng.choice(hours) * 60) % (24 * 60)
+        shifts.append(
+            Shift(
+                f"s{i}",
+                frozenset(rng.sample(range(7), rng.randint(1, 7))),
+                clock_time(start // 60, start % 60),
+                clock_time(end // 60, end % 60),
+                tuple(rng.sample(ids, crew)),
+            )
+        )
+    return shifts
 
 
 def as_actual(desired: Desired) -> list[ActualMember]:

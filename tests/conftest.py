@@ -15,7 +15,7 @@ import structlog
 
 from hotline import daemon
 from hotline.adapters import log as logging_setup
-from hotline.config import parse_config
+from hotline.config import Config, parse_config
 from tests.fake_ami import FakeAmi
 from tests.harness import AmiTestClient, ManualClock, Pbx, free_port, wait_for
 
@@ -104,6 +104,23 @@ async def ami(pbx: Pbx) -> AsyncIterator[AmiTestClient]:
 StartDaemon = Callable[..., Awaitable[daemon.Daemon]]
 
 
+async def launch(
+    config: Config, clock: ManualClock
+) -> tuple[daemon.Daemon, asyncio.Event, asyncio.Task[None]]:
+    """Run an in-process daemon until it has started (its failure to start is raised here);
+    setting the event stops it, and the task ends when it has."""
+    stop = asyncio.Event()
+    started: asyncio.Future[daemon.Daemon] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        daemon.run(config, daemon.read_secrets(config), clock, stop, started=started)
+    )
+    waiting: set[asyncio.Future[object]] = {started, task}  # type: ignore[arg-type]
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    return started.result(), stop, task
+
+
 @pytest.fixture
 async def start_daemon(pbx: Pbx, tmp_path: Path) -> AsyncIterator[StartDaemon]:
     """Start in-process daemons on the test PBX with a roster and a clock the test drives."""
@@ -126,16 +143,9 @@ async def start_daemon(pbx: Pbx, tmp_path: Path) -> AsyncIterator[StartDaemon]:
             f"reconcile: {{resync_interval: {resync_interval}}}\n" + extra + roster
         )
         config = parse_config(text, tmp_path / "hotline.yaml")
-        stop = asyncio.Event()
-        started: asyncio.Future[daemon.Daemon] = asyncio.get_running_loop().create_future()
-        secrets = daemon.read_secrets(config)
-        task = asyncio.create_task(daemon.run(config, secrets, clock, stop, started=started))
-        waiting: set[asyncio.Future[object]] = {started, task}  # type: ignore[arg-type]
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
+        hotline, stop, task = await launch(config, clock)
         running.append((stop, task))
-        return started.result()
+        return hotline
 
     yield start
     for stop, task in running:

@@ -192,6 +192,7 @@ class Member:
     name: str
     penalty: int
     paused: bool
+    paused_reason: str
     in_call: bool
     dynamic: bool
 
@@ -250,6 +251,7 @@ class AmiTestClient:
                     name=i["Name"],
                     penalty=int(i["Penalty"]),
                     paused=i["Paused"] == "1",
+                    paused_reason=i.get("PausedReason", ""),
                     in_call=i["InCall"] == "1",
                     dynamic=i["Membership"] == "dynamic",
                 )

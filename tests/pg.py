@@ -9,6 +9,7 @@ error says why: tests must fail, never skip, when Postgres is missing.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
@@ -181,6 +182,10 @@ class PgCluster:
         if proc.returncode != 0:
             raise PgError(f"psql failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout
+
+    def json_rows(self, sql: str, database: str = "postgres") -> list[dict[str, object]]:
+        """The rows of a `SELECT row_to_json(...)` query, decoded: one JSON object a line."""
+        return [json.loads(line) for line in self.psql(sql, database).splitlines() if line.strip()]
 
     def pg_dump(self, database: str, *args: str) -> str:
         """The dump of a database as SQL text (e.g. `--schema-only`)."""

@@ -3,17 +3,25 @@ a daemon configuration that turns recording on."""
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hotline.adapters.store.migrations import migrate
 from hotline.core.privacy import Pseudonymiser, load_keys
 from tests.pg import PgCluster
+
+if TYPE_CHECKING:
+    from hotline.daemon import Daemon
+
+# A scrape of /metrics: (sample name, its labels sorted) -> value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @dataclass
@@ -25,13 +33,15 @@ class Recorded:
     config: str  # the YAML that turns recording on
 
     def rows(self) -> list[dict[str, object]]:
-        out = self.cluster.psql(
+        return self.select(
             "SELECT row_to_json(c) FROM (SELECT uniqueid, queue, visit, caller_key, "
             "caller_withheld, campaign, outcome, answered_by, wait_s, talk_s, rolled_over, "
-            "partner_result, attempts FROM hotline.calls) c",
-            self.database,
+            "partner_result, attempts FROM hotline.calls) c"
         )
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def select(self, sql: str) -> list[dict[str, object]]:
+        """The rows of a `SELECT row_to_json(...)` query on the test's database."""
+        return self.cluster.json_rows(sql, self.database)
 
     def by_caller(self, number: str) -> list[dict[str, object]]:
         key = self.keys.pseudonym(number)
@@ -64,3 +74,15 @@ async def recorded(cluster: PgCluster, tmp_path: Path) -> Recorded:
         "calls: {abandon_grace: 2}\n"
     )
     return Recorded(cluster, "hotline", load_keys(keys_file.read_text()), spool, config)
+
+
+async def scrape(hotline: Daemon) -> Samples:
+    """Every sample the daemon exposes on its /metrics endpoint, read over HTTP."""
+    url = f"http://127.0.0.1:{hotline.config.http.port}/metrics"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        text = await response.text()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -6,7 +6,6 @@ outside the document); the listener over TLS."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import ssl
@@ -25,6 +24,7 @@ from hotline import daemon
 from hotline.adapters.api.openapi import ROUTES
 from hotline.config import parse_config
 from hotline.core.access import token_hash
+from tests.conftest import launch
 from tests.harness import AmiTestClient, ManualClock, Pbx, free_port, local, wait_for
 from tests.integration.conftest import Recorded
 
@@ -103,18 +103,10 @@ async def api_daemon(pbx: Pbx, tmp_path: Path) -> AsyncIterator[ApiDaemon]:
             + roster
         )
         config = parse_config(text, tmp_path / "hotline.yaml")
-        stop = asyncio.Event()
-        started: asyncio.Future[daemon.Daemon] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(
-            daemon.run(config, daemon.read_secrets(config), clock, stop, started=started)
-        )
-        waiting: set[asyncio.Future[object]] = {started, task}  # type: ignore[arg-type]
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
+        hotline, stop, task = await launch(config, clock)
         running.append((stop, task))
         scheme = "https" if tls else "http"
-        return Running(started.result(), f"{scheme}://127.0.0.1:{port}", tokens)
+        return Running(hotline, f"{scheme}://127.0.0.1:{port}", tokens)
 
     yield start
     for stop, task in running:
@@ -124,14 +116,7 @@ async def api_daemon(pbx: Pbx, tmp_path: Path) -> AsyncIterator[ApiDaemon]:
 
 async def _paused_reasons(ami: AmiTestClient) -> dict[tuple[str, str], str | None]:
     """(queue, member name) -> the pause reason Asterisk shows, None when not paused."""
-    reply = await ami.link.send_list({"Action": "QueueStatus"})
-    return {
-        (item["Queue"], item["Name"]): item.get("PausedReason", "")
-        if item["Paused"] == "1"
-        else None
-        for item in reply.items
-        if item.get("Event") == "QueueMember"
-    }
+    return {(m.queue, m.name): m.paused_reason if m.paused else None for m in await ami.members()}
 
 
 async def test_a_pause_with_a_reason_reaches_asterisk_and_the_audit_names_the_token_owner(
@@ -165,12 +150,10 @@ async def test_a_pause_with_a_reason_reaches_asterisk_and_the_audit_names_the_to
         assert shown["over_limit"] is False
 
         # The audit row, in Postgres, names the token's owner and the request.
-        rows = recorded.cluster.psql(
+        audit = recorded.select(
             "SELECT row_to_json(a) FROM (SELECT actor, role, action, target, reason, request_id "
-            "FROM hotline.audit) a",
-            recorded.database,
+            "FROM hotline.audit) a"
         )
-        audit = [json.loads(line) for line in rows.splitlines() if line.strip()]
         assert audit == [
             {
                 "actor": "sam",

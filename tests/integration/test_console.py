@@ -153,10 +153,9 @@ async def test_the_console_shows_a_waiting_call_within_2_s_and_pauses_from_the_p
     await asyncio.to_thread(pause)
 
     async def ana_paused() -> str | None:
-        reply = await ami.link.send_list({"Action": "QueueStatus", "Queue": "crisis"})
-        for item in reply.items:
-            if item.get("Event") == "QueueMember" and item.get("Name") == "r-ana":
-                return item.get("PausedReason") if item.get("Paused") == "1" else None
+        for member in await ami.members("crisis"):
+            if member.name == "r-ana":
+                return member.paused_reason if member.paused else None
         return None
 
     assert await wait_for(ana_paused, lambda r: r == "break", 5, "r-ana paused in Asterisk")

@@ -4,7 +4,6 @@ entered the queue is lost without trace, and none is recorded twice."""
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import signal
 import sys
@@ -98,12 +97,11 @@ async def test_calls_in_progress_when_the_daemon_is_killed_are_closed_once_after
     keys = load_keys(keys_file.read_text())
 
     def rows() -> list[dict[str, object]]:
-        out = cluster.psql(
+        return cluster.json_rows(
             "SELECT row_to_json(c) FROM (SELECT caller_key, outcome, answered_by, rank"
             " FROM hotline.calls) c",
             "hotline",
         )
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     def of(number: str, found: list[dict[str, object]]) -> list[dict[str, object]]:
         return [r for r in found if r["caller_key"] == keys.pseudonym(number)]

@@ -17,12 +17,11 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from hotline.daemon import Daemon
 from tests.conftest import StartDaemon
 from tests.harness import REPO, AmiTestClient, ManualClock, Pbx, wait_for
-from tests.integration.conftest import Recorded
+from tests.integration.conftest import Recorded, scrape
 from tests.sip import (
     G711_FRAME_BYTES,
     SRTP_TAG_BYTES,
@@ -123,18 +122,6 @@ async def _registered(pbx: Pbx, extension: str, within: float = 15) -> str:
     return await wait_for(contact, lambda line: "Avail" in line, within, f"{extension} Avail")
 
 
-async def _metrics(hotline: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    url = f"http://127.0.0.1:{hotline.config.http.port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        text = await response.text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name.startswith("hotline_phone")
-    }
-
-
 async def _readyz(hotline: Daemon) -> tuple[int, str]:
     url = f"http://127.0.0.1:{hotline.config.http.port}/readyz"
     async with aiohttp.ClientSession() as http, http.get(url) as response:
@@ -200,7 +187,7 @@ async def test_a_phone_over_tls_takes_a_queue_call_with_srtp_both_ways_and_it_is
         return await _readyz(hotline)
 
     await wait_for(ready, lambda r: r[0] == 200, 10, "/readyz ready with r-ana's phone up")
-    assert (await _metrics(hotline))[("hotline_phone_reachable", (("responder", "r-ana"),))] == 1
+    assert (await scrape(hotline))[("hotline_phone_reachable", (("responder", "r-ana"),))] == 1
 
     capture = Capture(tmp_path / "media.pcap", phone.rtp_ports)
     await capture.started()
@@ -314,7 +301,7 @@ async def test_a_phone_without_srtp_takes_no_call_and_readyz_says_why(
     # Offered and refused at once, never answered.
     assert any(e.name == "AgentRingNoAnswer" for e in ami.events)
     assert not any(e.name == "AgentConnect" for e in ami.events)
-    metrics = await _metrics(hotline)
+    metrics = await scrape(hotline)
     assert metrics[("hotline_phone_refused_calls_total", (("responder", "r-ben"),))] >= 1
     assert metrics[("hotline_phone_reachable", (("responder", "r-ben"),))] == 0
     assert metrics[("hotline_phones_on_shift", (("state", "refusing"),))] == 1
@@ -333,7 +320,7 @@ async def test_readyz_says_when_no_on_shift_phone_can_be_reached(
 
     _, body = await wait_for(ready, lambda r: r[0] == 503, 10, "/readyz not ready")
     assert "no_phone_reachable" in body, body
-    assert (await _metrics(hotline))[("hotline_phone_reachable", (("responder", "r-ana"),))] == 0
+    assert (await scrape(hotline))[("hotline_phone_reachable", (("responder", "r-ana"),))] == 0
     # Her phone registers: ready again.
     await rig.phones["2001"].start()
     await _registered(rig.pbx, "2001")
@@ -393,10 +380,9 @@ def _pause_of(ami: AmiTestClient) -> Callable[[], Awaitable[tuple[bool, str]]]:
     """PJSIP/2001's pause state and reason in the crisis queue, as Asterisk reports them."""
 
     async def pause() -> tuple[bool, str]:
-        reply = await ami.link.send_list({"Action": "QueueStatus", "Queue": "crisis"})
-        for item in reply.items:
-            if item.get("Event") == "QueueMember" and item.get("Location") == "PJSIP/2001":
-                return item.get("Paused") == "1", item.get("PausedReason", "")
+        for member in await ami.members("crisis"):
+            if member.interface == "PJSIP/2001":
+                return member.paused, member.paused_reason
         return False, "not a member"
 
     return pause

@@ -10,12 +10,11 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from hotline.daemon import Daemon
 from tests.conftest import StartDaemon
 from tests.harness import AmiTestClient, ManualClock, local, wait_for
-from tests.integration.conftest import Recorded
+from tests.integration.conftest import Recorded, scrape
 
 NY = ZoneInfo("America/New_York")
 
@@ -100,7 +99,7 @@ async def test_every_call_is_recorded_with_its_outcome_responder_wait_and_talk(
     assert answered["partner_result"] is None
 
     # The metrics agree with the rows: the same calls, the same outcomes.
-    samples = await _samples(hotline)
+    samples = await scrape(hotline)
     rows = recorded.rows()
     outcomes = [r["outcome"] for r in rows]
     crisis = {"queue": "crisis"}
@@ -137,17 +136,6 @@ async def test_every_call_is_recorded_with_its_outcome_responder_wait_and_talk(
 
 def _key(labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
-
-
-async def _samples(hotline: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    url = f"http://127.0.0.1:{hotline.config.http.port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        text = await response.text()
-    return {
-        (s.name, _key(s.labels)): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 async def _nothing_identifies_the_callers(

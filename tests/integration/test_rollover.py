@@ -11,13 +11,9 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
-from hotline.daemon import Daemon
 from tests.conftest import StartDaemon
 from tests.harness import AmiTestClient, ManualClock, local, wait_for
-from tests.integration.conftest import Recorded
+from tests.integration.conftest import Recorded, Samples, scrape
 
 NY = ZoneInfo("America/New_York")
 
@@ -63,7 +59,7 @@ async def test_a_partner_that_answers_takes_the_call_as_a_rollover(
     assert {a["responder"] for a in attempts} == {"r-away"}
     assert "answered" not in {a["outcome"] for a in attempts}
 
-    samples = await _samples(hotline)
+    samples = await scrape(hotline)
     assert _partner_calls(samples) == {"answered": 1}
     # How it left the queue is still counted as a timeout.
     assert samples[("hotline_queue_calls_exited_total", _key(reason="timeout"))] == 1
@@ -104,7 +100,7 @@ async def test_a_caller_the_partner_cannot_take_goes_back_to_the_queue_and_is_an
     assert heard[:2] == [("Playback", "one-moment-please"), ("MusicOnHold", "default,3")]
     assert len(heard) == 2 * (len(rows) - 1)
 
-    samples = await _samples(hotline)
+    samples = await scrape(hotline)
     assert _partner_calls(samples) == {"unavailable": len(rows) - 1}
 
 
@@ -126,7 +122,7 @@ async def test_a_busy_partner_after_a_timeout_sends_the_caller_back_to_wait_agai
     # The message, then straight back into the queue: it had not refused the caller.
     assert _heard(ami, timed_out["uniqueid"]) == [("Playback", "one-moment-please")]
 
-    samples = await _samples(hotline)
+    samples = await scrape(hotline)
     assert _partner_calls(samples) == {"busy": 1}
 
 
@@ -200,22 +196,8 @@ def _near(value: object, expected: float) -> bool:
     return isinstance(value, int | float) and abs(value - expected) <= 1
 
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
 def _key(**labels: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((labels | {"queue": "crisis"}).items()))
-
-
-async def _samples(hotline: Daemon) -> Samples:
-    url = f"http://127.0.0.1:{hotline.config.http.port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        text = await response.text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def _partner_calls(samples: Samples) -> dict[str, float]:

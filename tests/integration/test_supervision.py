@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from hotline import cli, daemon
 from hotline.config import parse_config
 from hotline.core.health import NotReady
 from hotline.core.supervision import Actor, Conflict, NotFound, PbxRefused, Unavailable
+from tests.conftest import launch
 from tests.harness import AmiTestClient, ManualClock, Pbx, free_port, local, wait_for
-from tests.integration.conftest import Recorded
+from tests.integration.conftest import Recorded, scrape
 
 NY = ZoneInfo("America/New_York")
 SAM = Actor("sam", "supervisor")
@@ -74,22 +73,14 @@ async def run_daemon(pbx: Pbx, tmp_path: Path) -> AsyncIterator[Runner]:
             f"reconcile: {{resync_interval: {resync_interval}}}\n" + extra + ROSTER
         )
         config = parse_config(text, tmp_path / "hotline.yaml")
-        stop = asyncio.Event()
-        started: asyncio.Future[daemon.Daemon] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(
-            daemon.run(config, daemon.read_secrets(config), clock, stop, started=started)
-        )
-        waiting: set[asyncio.Future[object]] = {started, task}  # type: ignore[arg-type]
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            task.result()
+        hotline, stop, task = await launch(config, clock)
         running.append((stop, task))
 
         async def halt() -> None:
             stop.set()
             await task
 
-        return started.result(), halt
+        return hotline, halt
 
     yield start
     for stop, task in running:
@@ -108,12 +99,10 @@ async def _rounds(hotline: daemon.Daemon, n: int) -> None:
 
 
 def _audit(recorded: Recorded) -> list[dict[str, object]]:
-    out = recorded.cluster.psql(
+    return recorded.select(
         "SELECT row_to_json(a) FROM (SELECT actor, role, action, target, reason, before, after,"
-        " request_id FROM hotline.audit ORDER BY id) a",
-        recorded.database,
+        " request_id FROM hotline.audit ORDER BY id) a"
     )
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 async def test_an_override_off_holds_across_resyncs_and_a_restart_and_ends_by_itself(
@@ -245,24 +234,17 @@ async def test_a_pause_with_a_reason_reaches_asterisk_the_pauses_table_and_the_a
     result = await supervisor.pause(SAM, "r-1", "crisis", "break", "req-pause")
     assert result["audited"] is True
 
-    async def crisis_members() -> dict[str, tuple[str, str]]:
-        reply = await ami.link.send_list({"Action": "QueueStatus", "Queue": "crisis"})
-        return {
-            i["Name"]: (i["Paused"], i.get("PausedReason", ""))
-            for i in reply.items
-            if i.get("Event") == "QueueMember"
-        }
+    async def crisis_members() -> dict[str, tuple[bool, str]]:
+        return {m.name: (m.paused, m.paused_reason) for m in await ami.members("crisis")}
 
-    members = await wait_for(crisis_members, lambda m: m["r-1"][0] == "1", 2, "r-1 paused")
-    assert members == {"r-1": ("1", "break"), "r-2": ("0", "")}
+    members = await wait_for(crisis_members, lambda m: m["r-1"][0], 2, "r-1 paused")
+    assert members == {"r-1": (True, "break"), "r-2": (False, "")}
 
     def pauses() -> list[dict[str, object]]:
-        out = recorded.cluster.psql(
+        return recorded.select(
             "SELECT row_to_json(p) FROM (SELECT queue, responder, reason, paused_by, ended_at"
-            " FROM hotline.pauses) p",
-            recorded.database,
+            " FROM hotline.pauses) p"
         )
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     rows = await wait_for(lambda: asyncio.to_thread(pauses), bool, 5, "the pause in hotline.pauses")
     assert rows == [
@@ -285,7 +267,7 @@ async def test_a_pause_with_a_reason_reaches_asterisk_the_pauses_table_and_the_a
 
     # Unpaused in every queue at once.
     await supervisor.unpause(SAM, "r-1", None, "req-unpause")
-    await wait_for(crisis_members, lambda m: m["r-1"][0] == "0", 2, "r-1 unpaused")
+    await wait_for(crisis_members, lambda m: not m["r-1"][0], 2, "r-1 unpaused")
     assert _audit(recorded)[-1]["action"] == "unpause"
 
     # Refusals: an unconfigured reason, an unknown responder or queue, a responder who is not
@@ -322,7 +304,7 @@ async def test_a_pause_past_its_limit_is_counted_and_lifted_only_where_configure
     assert [(o.responder, o.queue, o.reason, o.limit_s, o.lift) for o in over] == [
         ("r-2", "crisis", "break", 3.0, False)
     ]
-    samples = await _samples(hotline)
+    samples = await scrape(hotline)
     assert samples[("hotline_pauses_over_limit", (("queue", "crisis"), ("reason", "break")))] == 1
     decompression = (("queue", "crisis"), ("reason", "decompression"))
     assert samples[("hotline_pauses_over_limit", decompression)] == 0
@@ -391,14 +373,3 @@ async def _plan(tmp_path: Path, recorded: Recorded, at: datetime) -> dict[str, A
     assert await asyncio.to_thread(run) == 0
     plan: dict[str, Any] = json.loads(out.read_text())
     return plan
-
-
-async def _samples(hotline: daemon.Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    url = f"http://127.0.0.1:{hotline.config.http.port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        text = await response.text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }

@@ -6,18 +6,13 @@ the metrics."""
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
 from hotline.core.ami import Event
-from hotline.daemon import Daemon
 from tests.conftest import StartDaemon
 from tests.harness import AmiTestClient, ManualClock, Member, local, wait_for
-from tests.integration.conftest import Recorded
+from tests.integration.conftest import Recorded, scrape
 
 NY = ZoneInfo("America/New_York")
 ANA = local(1001)  # the standby responder: answers at once
@@ -78,7 +73,7 @@ async def test_waiting_callers_bring_the_standby_responder_in_who_leaves_after_t
     members = await _crisis()
     assert _in_call(_ana(members)), members
     await wait_for(
-        lambda: _samples(hotline),
+        lambda: scrape(hotline),
         lambda s: s.get(("hotline_queue_members_leaving", (("queue", "crisis"),))) == 1,
         5,
         "r-ana shown as leaving",
@@ -93,7 +88,7 @@ async def test_waiting_callers_bring_the_standby_responder_in_who_leaves_after_t
     assert completed < removed
 
     # Each decision, in the metrics and in the audit trail.
-    samples = await _samples(hotline)
+    samples = await scrape(hotline)
     crisis = (("queue", "crisis"),)
     assert samples[("hotline_surge_activations_total", crisis)] == 1
     assert samples[("hotline_surge_releases_total", crisis)] == 1
@@ -138,20 +133,7 @@ def _first(events: list[Event], name: str, interface: str) -> int | None:
 
 
 def _audit_rows(recorded: Recorded) -> list[dict[str, object]]:
-    out = recorded.cluster.psql(
+    return recorded.select(
         "SELECT row_to_json(a) FROM (SELECT actor, role, action, target, reason, before, after"
-        " FROM hotline.audit ORDER BY at, id) a",
-        recorded.database,
+        " FROM hotline.audit ORDER BY at, id) a"
     )
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-async def _samples(hotline: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    url = f"http://127.0.0.1:{hotline.config.http.port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        text = await response.text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }

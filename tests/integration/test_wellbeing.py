@@ -5,17 +5,12 @@ unpaused; the pause is a row of hotline.pauses, and both steps are in the audit 
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
-from hotline.daemon import Daemon
 from tests.conftest import StartDaemon
-from tests.harness import AmiTestClient, ManualClock, local, wait_for
-from tests.integration.conftest import Recorded
+from tests.harness import AmiTestClient, ManualClock, Member, local, wait_for
+from tests.integration.conftest import Recorded, scrape
 
 NY = ZoneInfo("America/New_York")
 ANA = local(1001)
@@ -51,25 +46,23 @@ async def test_a_long_call_is_followed_by_a_timed_decompression_pause(
     await wait_for(ami.names, lambda n: n == {"crisis": ["r-ana"]}, 10, "r-ana on duty")
     loop = asyncio.get_running_loop()
 
-    async def ana() -> dict[str, str]:
-        reply = await ami.link.send_list({"Action": "QueueStatus", "Queue": "crisis"})
-        assert reply.ok, reply
-        found = [dict(i) for i in reply.items if i.get("Event") == "QueueMember"]
+    async def ana() -> Member:
+        found = await ami.members("crisis")
         assert len(found) == 1, found
         return found[0]
 
     await ami.call("988", caller="+15550400001", hold_s=30, talk_s=5)
-    await wait_for(ana, lambda m: m["InCall"] == "1", 10, "r-ana on the call")
-    assert (await ana())["Paused"] == "0"  # never paused mid-call
-    member = await wait_for(ana, lambda m: m["Paused"] == "1", 15, "r-ana paused")
+    await wait_for(ana, lambda m: m.in_call, 10, "r-ana on the call")
+    assert not (await ana()).paused  # never paused mid-call
+    member = await wait_for(ana, lambda m: m.paused, 15, "r-ana paused")
     paused_at = loop.time()
-    assert member["PausedReason"] == "decompression"
-    assert member["InCall"] == "0"
-    await wait_for(ana, lambda m: m["Paused"] == "0", PAUSE_S + 5, "r-ana unpaused")
+    assert member.paused_reason == "decompression"
+    assert not member.in_call
+    await wait_for(ana, lambda m: not m.paused, PAUSE_S + 5, "r-ana unpaused")
     assert PAUSE_S - 1 <= loop.time() - paused_at <= PAUSE_S + 2
 
     async def pauses() -> list[dict[str, object]]:
-        return await asyncio.to_thread(_rows, recorded, PAUSES)
+        return await asyncio.to_thread(recorded.select, PAUSES)
 
     rows = await wait_for(
         pauses, lambda rs: len(rs) == 1 and rs[0]["seconds"] is not None, 10, "the pause row"
@@ -83,7 +76,7 @@ async def test_a_long_call_is_followed_by_a_timed_decompression_pause(
     assert PAUSE_S - 1 <= seconds <= PAUSE_S + 1.5
 
     async def audit() -> list[dict[str, object]]:
-        return await asyncio.to_thread(_rows, recorded, AUDIT)
+        return await asyncio.to_thread(recorded.select, AUDIT)
 
     entries = await wait_for(audit, lambda rs: len(rs) == 2, 10, "two audit entries")
     paused, lifted = entries
@@ -94,25 +87,9 @@ async def test_a_long_call_is_followed_by_a_timed_decompression_pause(
     assert paused["after"] == {"paused": True, "reason": "decompression", "minutes": 0.1}
     assert (lifted["action"], lifted["target"]) == ("pause_lifted", "responder r-ana")
 
-    samples = await _samples(hotline)
+    samples = await scrape(hotline)
     labels = (("queue", "crisis"), ("trigger", "long_call"))
     assert samples[("hotline_wellbeing_pauses_total", labels)] == 1
-
-
-def _rows(recorded: Recorded, query: str) -> list[dict[str, object]]:
-    out = recorded.cluster.psql(query, recorded.database)
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-async def _samples(hotline: Daemon) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    url = f"http://127.0.0.1:{hotline.config.http.port}/metrics"
-    async with aiohttp.ClientSession() as http, http.get(url) as response:
-        text = await response.text()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 async def test_with_postgres_away_the_pause_still_comes_and_goes_and_the_audit_loss_is_counted(
@@ -130,7 +107,7 @@ async def test_with_postgres_away_the_pause_still_comes_and_goes_and_the_audit_l
     await wait_for(paused, lambda p: not p, PAUSE_S + 5, "r-ana unpaused")
 
     async def lost() -> float:
-        samples = await _samples(hotline)
+        samples = await scrape(hotline)
         return samples[("hotline_wellbeing_failures_total", (("action", "audit"),))]
 
     # The pause and its end: neither entry could be stored.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -122,24 +122,33 @@ def _config() -> Config:
     return parse_config(CONFIG, Path("api.yaml"))
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    config = _config()
+def _app(
+    config: Config | None = None,
+    board: Callable[[], dict[str, object]] | None = None,
+    observer: Refusals | None = None,
+) -> web.Application:
+    """The API alone, in front of a stand-in supervisor (app[STAND_IN]) and the config's roster."""
+    config = config or _config()
     roster = config.roster
     stand_in = StandIn()
     sources = Sources(
         supervisor=stand_in,
-        board=lambda: _board(roster),
+        board=board or (lambda: _board(roster)),
         plan=lambda at: {"at": at.isoformat(), "queues": {}},
         roster=lambda: roster,
         now=lambda: datetime.now(UTC),
         pause_reasons=config.pauses.reasons,
-        observer=Refusals(),
+        observer=observer or Refusals(),
     )
     app = web.Application()
     Api(config.http, sources).install(app)
     app[STAND_IN] = stand_in
-    async with TestClient(TestServer(app)) as test_client:
+    return app
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    async with TestClient(TestServer(_app())) as test_client:
         yield test_client
 
 
@@ -208,19 +217,7 @@ def test_every_route_with_a_parameter_or_body_has_its_400_and_404_cases() -> Non
 
 
 def test_every_api_route_served_is_in_the_table_and_the_document() -> None:
-    app = web.Application()
-    config = _config()
-    roster = config.roster
-    sources = Sources(
-        supervisor=StandIn(),
-        board=lambda: _board(roster),
-        plan=lambda at: {},
-        roster=lambda: roster,
-        now=lambda: datetime.now(UTC),
-        pause_reasons=config.pauses.reasons,
-        observer=Refusals(),
-    )
-    Api(config.http, sources).install(app)
+    app = _app()
     served = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
@@ -312,19 +309,7 @@ async def test_failed_attempts_are_limited_per_source_with_retry_after() -> None
         Path("api.yaml"),
     )
     refusals = Refusals()
-    roster = config.roster
-    sources = Sources(
-        supervisor=StandIn(),
-        board=lambda: _board(roster),
-        plan=lambda at: {},
-        roster=lambda: roster,
-        now=lambda: datetime.now(UTC),
-        pause_reasons=config.pauses.reasons,
-        observer=refusals,
-    )
-    app = web.Application()
-    Api(config.http, sources).install(app)
-    async with TestClient(TestServer(app)) as test_client:
+    async with TestClient(TestServer(_app(config, observer=refusals))) as test_client:
         for _ in range(3):
             response = await test_client.get("/api/v1/board", headers={"Authorization": "Bearer x"})
             assert response.status == 401
@@ -400,20 +385,7 @@ async def test_a_body_larger_than_16_kib_is_refused_in_whatever_pieces_it_comes(
 
 
 async def test_the_event_stream_sends_the_board_and_ends_when_the_listener_stops() -> None:
-    config = _config()
-    roster = config.roster
-    sources = Sources(
-        supervisor=StandIn(),
-        board=lambda: _board(roster),
-        plan=lambda at: {},
-        roster=lambda: roster,
-        now=lambda: datetime.now(UTC),
-        pause_reasons=config.pauses.reasons,
-        observer=Refusals(),
-    )
-    app = web.Application()
-    Api(config.http, sources).install(app)
-    test_client = TestClient(TestServer(app))
+    test_client = TestClient(TestServer(_app()))
     await test_client.start_server()
     response = await test_client.get("/api/v1/board/events", headers=_bearer("viewer"))
     assert response.headers["Content-Type"] == "text/event-stream"
@@ -436,24 +408,10 @@ async def test_the_event_stream_sends_the_board_and_ends_when_the_listener_stops
 
 
 async def test_an_unforeseen_failure_never_shows_its_traceback_or_its_text() -> None:
-    config = _config()
-    roster = config.roster
-
     def broken() -> dict[str, object]:
         raise RuntimeError("secret detail of a bug")
 
-    sources = Sources(
-        supervisor=StandIn(),
-        board=broken,
-        plan=lambda at: {},
-        roster=lambda: roster,
-        now=lambda: datetime.now(UTC),
-        pause_reasons=config.pauses.reasons,
-        observer=Refusals(),
-    )
-    app = web.Application()
-    Api(config.http, sources).install(app)
-    async with TestClient(TestServer(app)) as test_client:
+    async with TestClient(TestServer(_app(board=broken))) as test_client:
         response = await test_client.get("/api/v1/board", headers=_bearer("viewer"))
         body = await response.text()
     assert response.status == 500

@@ -112,6 +112,31 @@ async def _migrate(dsn: str) -> list[str]:
     return applied
 
 
+async def open_pool(
+    dsn: str, timeout_s: float, application_name: str, min_size: int, max_size: int
+) -> asyncpg.Pool:
+    """A pool on a database whose schema check_schema accepts; closed again if it is refused.
+    Every connect and statement is bounded by `timeout_s`; idle connections go after a minute."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout_s,  # connect
+        command_timeout=timeout_s,
+        max_inactive_connection_lifetime=60,
+        server_settings={
+            "application_name": application_name,
+            "statement_timeout": str(int(timeout_s * 1000)),
+        },
+    )
+    try:
+        await check_schema(pool)
+    except BaseException:
+        pool.terminate()
+        raise
+    return pool
+
+
 async def check_schema(conn_or_pool: Queryable) -> None:
     """Raise SchemaError unless the database is at exactly SCHEMA_VERSION."""
     if SCHEMA_VERSION == 0:

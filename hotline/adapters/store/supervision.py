@@ -22,7 +22,7 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 
 from hotline.adapters.store.errors import classify, describe
-from hotline.adapters.store.migrations import SchemaError, check_schema
+from hotline.adapters.store.migrations import SchemaError, open_pool
 from hotline.core.roster import ExceptionKind, Override
 from hotline.core.supervision import ActorRole, AuditAction, AuditEntry, Conflict, NotFound
 from hotline.core.supervision import Unavailable as ActionUnavailable
@@ -200,23 +200,9 @@ class SupervisionStore:
                 return self._pool
             try:
                 async with asyncio.timeout(2 * self._timeout_s):
-                    pool = await asyncpg.create_pool(
-                        self._dsn,
-                        min_size=0,
-                        max_size=2,
-                        timeout=self._timeout_s,
-                        command_timeout=self._timeout_s,
-                        max_inactive_connection_lifetime=60,
-                        server_settings={
-                            "application_name": "hotline-supervision",
-                            "statement_timeout": str(int(self._timeout_s * 1000)),
-                        },
+                    pool = await open_pool(
+                        self._dsn, self._timeout_s, "hotline-supervision", min_size=0, max_size=2
                     )
-                    try:
-                        await check_schema(pool)
-                    except BaseException:
-                        pool.terminate()
-                        raise
             except SchemaError as exc:
                 log.error("supervision_store_schema", during=what, error=str(exc))
                 raise ActionUnavailable(UNAVAILABLE) from exc

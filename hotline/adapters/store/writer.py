@@ -32,7 +32,7 @@ from hotline.adapters.store.codec import (
     to_row,
 )
 from hotline.adapters.store.errors import CONNECTION_ERRORS, StoreUnavailable, classify, describe
-from hotline.adapters.store.migrations import SchemaError, check_schema
+from hotline.adapters.store.migrations import SchemaError, open_pool
 from hotline.adapters.store.retention import delete_older
 from hotline.adapters.store.spool import Segment, Spool, Unreadable, encode
 from hotline.adapters.store.tables import CALLS, PAUSES, SESSIONS, TABLES, Table, table_of
@@ -356,23 +356,9 @@ class Store:
         self._next_attempt = now + self._retry_s
         try:
             async with asyncio.timeout(2 * self._timeout_s):
-                pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=1,
-                    max_size=2,
-                    timeout=self._timeout_s,  # connect
-                    command_timeout=self._timeout_s,
-                    max_inactive_connection_lifetime=60,
-                    server_settings={
-                        "application_name": "hotline",
-                        "statement_timeout": str(int(self._timeout_s * 1000)),
-                    },
+                pool = await open_pool(
+                    self._dsn, self._timeout_s, "hotline", min_size=1, max_size=2
                 )
-                try:
-                    await check_schema(pool)
-                except BaseException:
-                    pool.terminate()
-                    raise
         except SchemaError as exc:
             if self._schema_problem != str(exc) or now >= self._next_reminder:
                 self._next_reminder = now + _REMIND_EVERY_S
