@@ -43,7 +43,7 @@ class Schedule:
 
 
 def schedule(roster: Roster, at: datetime, surging: frozenset[str]) -> Schedule:
-    standings = explain(roster, at, surging)
+    standings = explain(roster, at, surging, members_only=True)
     upcoming = next_change(roster, at)
     later = desired_at(roster, upcoming, surging) if upcoming is not None else {}
     now: dict[str, dict[str, list[str]]] = {queue: {} for queue in standings}

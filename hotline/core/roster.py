@@ -186,20 +186,27 @@ def desired_at(
 
 
 def explain(
-    roster: Roster, at: datetime, surging: frozenset[str] = frozenset()
+    roster: Roster,
+    at: datetime,
+    surging: frozenset[str] = frozenset(),
+    *,
+    members_only: bool = False,
 ) -> dict[str, list[Standing]]:
     """Per queue, every responder who serves it (and, while it surges, who stands by for it),
     with whether they are a member at `at` and why: `desired_at` with its reasons, for plans and
-    the console."""
+    the console. `members_only` leaves out most of those who are not members (the responders
+    neither on duty nor overridden), which is most of a large roster."""
     index = _index(roster)
     at_utc = _utc(at)
-    duty, off = _on_duty(roster, index, at_utc)
     by_shift = _by_shift(roster, index, at_utc)
+    duty, off = _on_duty(roster, index, at_utc, by_shift)
     overrides = _overrides_at(index, at_utc)
     standings: dict[str, dict[str, Standing]] = {queue: {} for queue in roster.queues}
     for rid, members in index.members.items():
         chosen = overrides.get(rid)
         scheduled = rid in duty
+        if members_only and chosen is None and not scheduled:
+            continue
         base: Why
         if scheduled:
             base = "shift" if rid in by_shift else "exception_on"
@@ -209,7 +216,7 @@ def explain(
             on, decided = (
                 (scheduled, None) if chosen is None else _overridden(chosen, queue, scheduled)
             )
-            lacking = _lacking(index, rid, queue, at_utc)
+            lacking = _lacking(index, rid, queue, at_utc) if queue in index.requires else ()
             if on and lacking:
                 standings[queue][rid] = Standing(rid, None, "certification", lacking)
             else:
@@ -251,7 +258,7 @@ def next_change(roster: Roster, after: datetime) -> datetime | None:
     for edge in index.edges:
         if edge > after_utc and (best is None or edge < best):
             best = edge
-    resolve = _Resolver(tz)
+    resolve = index.resolve
     first_day = after_utc.astimezone(tz).date() - _DAY
     for offset in range(_LOOKAHEAD_DAYS + 2):
         day = first_day + timedelta(days=offset)
@@ -270,10 +277,12 @@ def next_change(roster: Roster, after: datetime) -> datetime | None:
     return None if best is None else _fixed_offset(best, tz)
 
 
-def _on_duty(roster: Roster, index: _Index, at: datetime) -> tuple[set[str], set[str]]:
+def _on_duty(
+    roster: Roster, index: _Index, at: datetime, by_shift: set[str] | None = None
+) -> tuple[set[str], set[str]]:
     """Who is on duty at the UTC instant `at` by shifts and exceptions, and who is off by an
-    exception, as mutable sets for the callers here."""
-    duty = _by_shift(roster, index, at)
+    exception, as mutable sets for the callers here (`by_shift`: the shifts' part, if known)."""
+    duty = set(by_shift) if by_shift is not None else _by_shift(roster, index, at)
     off: set[str] = set()
     for exception in index.exceptions:
         if exception.start <= at < exception.end:
@@ -286,9 +295,8 @@ def _on_duty(roster: Roster, index: _Index, at: datetime) -> tuple[set[str], set
 
 
 def _by_shift(roster: Roster, index: _Index, at: datetime) -> set[str]:
-    tz = roster.tz
-    resolve = _Resolver(tz)
-    today = at.astimezone(tz).date()
+    resolve = index.resolve
+    today = at.astimezone(roster.tz).date()
     duty: set[str] = set()
     for offset in _COVERING_DAYS:
         day = today + timedelta(days=offset)
@@ -358,6 +366,9 @@ class _Index:
     certifications: dict[str, dict[str, datetime]]  # responder -> certification -> UTC expiry
     # Instants at which membership may change besides the shifts' own (UTC, sorted)
     edges: tuple[datetime, ...]
+    # Local times resolved to instants, kept across lookups: every round asks about the same
+    # few days, and resolving is the costliest step of a lookup.
+    resolve: _Resolver
 
 
 # The daemon asks about the same roster every reconcile round, and building the members anew on
@@ -431,12 +442,13 @@ def _build_index(roster: Roster) -> _Index:
         {name: policy.requires for name, policy in roster.queues.items() if policy.requires},
         certifications,
         tuple(sorted(edges)),
+        _Resolver(roster.tz),
     )
 
 
 class _Resolver:
-    """`_resolve_utc` for one zone, memoised for one call: many shifts share start and end
-    times, and resolving is the costliest step of a lookup."""
+    """`_resolve_utc` for one zone, memoised: many shifts share start and end times. The memo
+    is bounded: a daemon running for months asks about ever new days."""
 
     __slots__ = ("_memo", "_tz")
 
@@ -448,8 +460,14 @@ class _Resolver:
         key = (day, at)
         instant = self._memo.get(key)
         if instant is None:
+            if len(self._memo) >= _RESOLVED_KEPT:
+                self._memo.clear()
             instant = self._memo[key] = _resolve_utc(day, at, self._tz)
         return instant
+
+
+# Resolved local times kept per roster: ten days of a roster with 200 distinct shift times.
+_RESOLVED_KEPT = 2_000
 
 
 def _resolve_utc(day: date, at: time, tz: tzinfo) -> datetime:
